@@ -1,0 +1,56 @@
+# zsbench: `make bench` and `make test` are all a new machine needs (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+METHOD ?= supervised
+DATASET ?= synthetic
+SEED ?= 0
+BASELINES ?= frozen
+OVERRIDES ?=
+RESULTS ?= results
+BENCH_ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install bench leaderboard test lint format benchmark-evaluator clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+	@echo "  variables: METHOD=$(METHOD) DATASET=$(DATASET) SEED=$(SEED) OVERRIDES=\"k=v ...\" RESULTS=$(RESULTS)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install zsbench with its dependencies (offline weights included)
+
+bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, supervised on synthetic); print the leaderboard
+	@for b in $(BASELINES); do [ "$$b" = "$(METHOD)" ] || \
+	  $(VENV)/bin/zsbench bench --method $$b --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) --no-progress --quiet $(BENCH_ARGS) || exit 1; done
+	$(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) \
+	  $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
+
+leaderboard: $(STAMP) ## rebuild and print the leaderboard from RESULTS
+	$(VENV)/bin/zsbench leaderboard --results-dir $(RESULTS)
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## ruff format + autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+benchmark-evaluator: $(STAMP) ## evaluator speed/memory vs sklearn, torchmetrics and a full sort
+	$(PY) benchmarks/evaluator.py
+
+clean: ## remove results/ and caches (not the venv)
+	rm -rf results .pytest_cache .ruff_cache lightning_logs

@@ -1,0 +1,3 @@
+"""One module per dataset family; importing this package registers them (see zsbench.registry)."""
+
+from datamodules import synthetic  # noqa: F401

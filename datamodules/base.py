@@ -1,0 +1,300 @@
+"""The ZS-SBIR data contract shared by every dataset.
+
+A datamodule lists its items (path, class, domain) and its split (seen / unseen classes); this
+base class turns them into the protocol's four partitions:
+
+  train    seen-class sketches and photos, minus a held-out fraction   (training)
+  val      the held-out seen-class items                               (model selection)
+  query    unseen-class sketches                                       (final evaluation only)
+  gallery  unseen-class photos                                         (final evaluation only)
+
+Batches are dicts: `image` (or `feature` once `use_features` was called), `label`, `domain`
+(0 sketch, 1 photo) and `index` (position in `items`). Training labels are 0..S-1 over the seen
+classes; unseen classes get S..S+U-1, which only the evaluator sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from zsbench.errors import ZsbenchError
+
+SKETCH, PHOTO = 0, 1
+DOMAINS = {"sketch": SKETCH, "photo": PHOTO}
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    path: str
+    label: str  # class name
+    domain: int  # SKETCH or PHOTO
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A named seen/unseen class split. Its hash is recorded in every result."""
+
+    name: str
+    seen: tuple[str, ...]
+    unseen: tuple[str, ...]
+
+    @property
+    def hash(self) -> str:
+        """Hash of the normalised class names: the same split hashes the same whatever the
+        folder spelling of a user's copy of the data."""
+        from datamodules.split_manifests import class_key
+
+        payload = json.dumps(
+            {
+                "seen": sorted(map(class_key, self.seen)),
+                "unseen": sorted(map(class_key, self.unseen)),
+            }
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def check(self, available: set[str], where: str) -> None:
+        overlap = set(self.seen) & set(self.unseen)
+        if overlap:
+            raise ZsbenchError(f"Split {self.name!r}: classes both seen and unseen: {overlap}.")
+        missing = (set(self.seen) | set(self.unseen)) - available
+        if missing:
+            raise ZsbenchError(
+                f"Split {self.name!r} names classes that {where} does not have: "
+                f"{sorted(missing)[:10]}. Check the data root or the class list."
+            )
+        if not self.seen or not self.unseen:
+            raise ZsbenchError(f"Split {self.name!r} needs at least one seen and one unseen class.")
+
+
+def split_from_unseen(name: str, classes: Sequence[str], unseen: Sequence[str]) -> Split:
+    """The split whose unseen classes are `unseen` and whose seen classes are all the others."""
+    unseen_set = set(unseen)
+    unknown = unseen_set - set(classes)
+    if unknown:
+        raise ZsbenchError(f"Unseen classes {sorted(unknown)} are not in the dataset's classes.")
+    seen = tuple(sorted(c for c in classes if c not in unseen_set))
+    return Split(name, seen, tuple(sorted(unseen_set)))
+
+
+def _stable_fraction(text: str) -> float:
+    """A number in [0, 1) fixed by `text`: deterministic train/val assignment across runs."""
+    return int(hashlib.md5(text.encode()).hexdigest()[:8], 16) / 2**32
+
+
+class ItemDataset(Dataset):
+    """Items of one partition: images through a transform, or rows of a feature array."""
+
+    def __init__(self, dm: SBIRDataModule, indices: np.ndarray) -> None:
+        self.dm = dm
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        idx = int(self.indices[i])
+        item = self.dm.items[idx]
+        out = {"label": self.dm.label_ids[idx], "domain": item.domain, "index": idx}
+        if self.dm.features is not None:
+            out["feature"] = torch.tensor(self.dm.features[idx], dtype=torch.float32)
+        else:
+            out["image"] = self.dm.transform(load_image(item.path))
+        return out
+
+
+def load_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise ZsbenchError(
+            f"Cannot read image {path}: {err}. Replace the file, or pass "
+            f"--set dataset.skip_bad=true to skip unreadable images (counted in the result)."
+        ) from err
+
+
+def image_is_readable(path: str) -> bool:
+    """Whether `path` decodes as an image (full decode: truncated files fail too)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class SBIRDataModule(L.LightningDataModule):
+    """Base class: subclasses implement `scan()` -> items and `make_split(classes)` -> Split."""
+
+    task = "sbir"
+
+    def __init__(
+        self, image_size: int = 224, val_fraction: float = 0.1, skip_bad: bool = False
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ZsbenchError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+        self.image_size = image_size
+        self.val_fraction = val_fraction
+        self.skip_bad = skip_bad
+        self.skipped_bad: list[str] = []
+        self.batch_size, self.eval_batch_size, self.num_workers = 64, 256, 0
+        self.mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+        self.std: tuple[float, ...] = (0.5, 0.5, 0.5)
+        self.features: np.ndarray | None = None
+        self.items: list[Item] = []
+        self._ready = False
+
+    # -- to implement -------------------------------------------------------------------
+    def scan(self) -> list[Item]:
+        raise NotImplementedError
+
+    def make_split(self, classes: list[str]) -> Split:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Identifies the data on disk (for the feature cache): default, a hash of the item list."""
+        h = hashlib.sha256()
+        for it in self.items:
+            h.update(f"{it.path}|{it.label}|{it.domain}\n".encode())
+        return h.hexdigest()[:16]
+
+    # -- the protocol -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        items = sorted(self.scan(), key=lambda it: (it.domain, it.label, it.path))
+        if not items:
+            raise ZsbenchError(f"{type(self).__name__} found no images.")
+        classes = sorted({it.label for it in items})
+        self.split = self.make_split(classes)
+        self.split.check(set(classes), type(self).__name__)
+        keep = set(self.split.seen) | set(self.split.unseen)
+        self.items = [it for it in items if it.label in keep]
+        if self.skip_bad:
+            good = [it for it in self.items if image_is_readable(it.path)]
+            self.skipped_bad = sorted({it.path for it in self.items} - {it.path for it in good})
+            self.items = good
+        self.class_names = list(self.split.seen) + list(self.split.unseen)
+        class_id = {c: i for i, c in enumerate(self.class_names)}
+        self.label_ids = np.array([class_id[it.label] for it in self.items], dtype=np.int64)
+        seen = set(self.split.seen)
+        part: dict[str, list[int]] = {"train": [], "val": [], "query": [], "gallery": []}
+        for i, it in enumerate(self.items):
+            if it.label in seen:
+                held_out = _stable_fraction(it.path) < self.val_fraction
+                part["val" if held_out else "train"].append(i)
+            else:
+                part["query" if it.domain == SKETCH else "gallery"].append(i)
+        for name in ("train", "query", "gallery"):
+            if not part[name]:
+                raise ZsbenchError(
+                    f"{type(self).__name__}, split {self.split.name!r}: the {name} partition is "
+                    f"empty (each unseen class needs sketches and photos, seen classes need data)."
+                )
+        self.partitions = {k: np.array(v, dtype=np.int64) for k, v in part.items()}
+        self._ready = True
+
+    @property
+    def num_seen_classes(self) -> int:
+        return len(self.split.seen)
+
+    def data_info(self) -> dict:
+        """Values a method may take as `__init__` arguments (the runner fills them in)."""
+        return {
+            "num_classes": self.num_seen_classes,
+            "seen_class_names": list(self.split.seen),
+            "feature_dim": None if self.features is None else int(self.features.shape[1]),
+        }
+
+    def manifest(self) -> dict:
+        """The split record that goes into every result."""
+        counts = {k: len(v) for k, v in self.partitions.items()}
+        domains = Counter(self.items[i].domain for i in self.partitions["query"])
+        return {
+            "name": self.split.name,
+            "hash": self.split.hash,
+            "n_seen_classes": len(self.split.seen),
+            "n_unseen_classes": len(self.split.unseen),
+            "unseen_classes": list(self.split.unseen),
+            "counts": counts,
+            "query_domains": {k: domains.get(v, 0) for k, v in DOMAINS.items()},
+            "n_skipped_bad": len(self.skipped_bad),
+            "skipped_bad": self.skipped_bad[:20],
+        }
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    @property
+    def transform(self):
+        from torchvision import transforms as T
+
+        return T.Compose(
+            [
+                T.Resize((self.image_size, self.image_size)),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+    def transform_id(self) -> str:
+        """A string naming the evaluation transform, part of the feature-cache key."""
+        return f"resize{self.image_size}-mean{self.mean}-std{self.std}"
+
+    def use_features(self, features: np.ndarray) -> None:
+        """Serve rows of `features` (aligned with `items`) instead of images."""
+        if len(features) != len(self.items):
+            raise ZsbenchError(
+                f"Feature array has {len(features)} rows for {len(self.items)} items."
+            )
+        self.features = features
+
+    # -- loaders --------------------------------------------------------------------------
+    def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            ItemDataset(self, self.partitions[name]),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def query_dataloader(self) -> DataLoader:
+        return self._loader("query", False, self.eval_batch_size)
+
+    def gallery_dataloader(self) -> DataLoader:
+        return self._loader("gallery", False, self.eval_batch_size)
+
+    def all_items_dataloader(self) -> DataLoader:
+        """Every item once, in `items` order (feature extraction)."""
+        return DataLoader(
+            ItemDataset(self, np.arange(len(self.items))),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+        )
+
+
+def find_root(root: str | Path | None, env_var: str = "ZSBENCH_DATA") -> Path | None:
+    import os
+
+    value = root if root not in (None, "") else os.environ.get(env_var)
+    return Path(value).expanduser() if value else None

@@ -1,0 +1,52 @@
+"""Shared fixtures: a private cache and results folder, W&B off, a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# A synthetic dataset small enough for a CPU test run in seconds (9 classes, 3 unseen).
+TINY = [
+    "dataset.n_shapes=3",
+    "dataset.n_patterns=3",
+    "dataset.photos_per_class=6",
+    "dataset.sketches_per_class=6",
+    "dataset.render_size=32",
+    "dataset.image_size=32",
+    "dataset.unseen=[plain_circle,striped_square,dotted_triangle]",
+    "trainer.max_epochs=2",
+    "trainer.batch_size=16",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test session gets its own feature/data cache; W&B is off unless a test enables it."""
+    cache = tmp_path_factory.mktemp("zsbench-cache")
+    old = {k: os.environ.get(k) for k in ("ZSBENCH_CACHE", "WANDB_MODE", "ZSBENCH_RESULTS")}
+    os.environ["ZSBENCH_CACHE"] = str(cache)
+    os.environ.pop("WANDB_MODE", None)
+    os.environ.pop("ZSBENCH_RESULTS", None)
+    yield cache
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    return list(TINY)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    data = Path(os.environ.get("ZSBENCH_DATA", SHARED_DATA))
+    if not (data / "sketchy21").is_dir():
+        pytest.skip(f"real data not found at {data} (set ZSBENCH_DATA to ../shared/data)")
+    return data

@@ -1,0 +1,118 @@
+"""Weights resolution (real embedded EfficientNet-Lite0) and the feature cache."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import zsbench.features as features_mod
+from datamodules.synthetic import SyntheticSketchy
+from zsbench.backbones import create_backbone, resolve_weights
+from zsbench.errors import ZsbenchError
+from zsbench.features import cached_features
+
+IMAGENET_CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_embedded_efficientnet_lite0_recognises_a_real_cat():
+    """The package weights load into timm's efficientnet_lite0 and are truly ImageNet weights."""
+    import timm
+    from PIL import Image
+    from skimage.data import chelsea
+
+    model, info = create_backbone("efficientnet_lite0", "default")
+    assert info.pretrained_on == "imagenet-1k" and len(info.weights_sha256) == 64
+    assert info.mean == (0.5, 0.5, 0.5) and info.feature_dim == 1280
+    classifier = timm.create_model("efficientnet_lite0", pretrained=False)
+    from zsbench.backbones import _load_into, _load_state_dict
+
+    _load_into(classifier, _load_state_dict(resolve_weights("efficientnet_lite0", "default")), "x")
+    img = Image.fromarray(chelsea()).resize((224, 224))
+    x = torch.tensor(np.asarray(img), dtype=torch.float32).permute(2, 0, 1)[None] / 255
+    with torch.no_grad():
+        top = classifier.eval()((x - 0.5) / 0.5).argmax().item()
+    assert top in IMAGENET_CATS
+    # the feature extractor is the same network without its classifier
+    with torch.no_grad():
+        assert model((x - 0.5) / 0.5).shape == (1, 1280)
+
+
+def test_missing_weights_fail_with_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZSBENCH_WEIGHTS", raising=False)
+    with pytest.raises(ZsbenchError, match="Looked in: .*ZSBENCH_WEIGHTS"):
+        resolve_weights("resnet18", "default")
+    with pytest.raises(ZsbenchError, match="does not exist"):
+        resolve_weights("resnet18", str(tmp_path / "nope.pth"))
+    with pytest.raises(ZsbenchError, match="Did you mean"):
+        create_backbone("efficientnet_lite00", "random")
+
+
+def test_local_weights_file_and_random(tmp_path):
+    import timm
+
+    net = timm.create_model("resnet10t", pretrained=False)
+    torch.save(net.state_dict(), tmp_path / "r.pth")
+    model, info = create_backbone("resnet10t", str(tmp_path / "r.pth"))
+    assert info.weights_sha256 and info.weights == str(tmp_path / "r.pth")
+    torch.testing.assert_close(
+        model.state_dict()["conv1.0.weight"], net.state_dict()["conv1.0.weight"]
+    )
+    _, rinfo = create_backbone("resnet10t", "random")
+    assert rinfo.weights_sha256 is None and rinfo.pretrained_on is None
+
+
+def tiny_dm(tmp_path, image_size=32):
+    dm = SyntheticSketchy(
+        n_shapes=2,
+        n_patterns=2,
+        photos_per_class=3,
+        sketches_per_class=3,
+        render_size=32,
+        image_size=image_size,
+        unseen=["plain_circle"],
+        cache=str(tmp_path / "data"),
+    )
+    dm.setup()
+    return dm
+
+
+def test_feature_cache_hits_and_invalidates(tmp_path, monkeypatch):
+    calls = []
+    real = features_mod._extract
+    monkeypatch.setattr(features_mod, "_extract", lambda *a: calls.append(1) or real(*a))
+    dm = tiny_dm(tmp_path)
+    f1, _, s1 = cached_features(dm, root=tmp_path, progress=False)
+    f2, _, s2 = cached_features(tiny_dm(tmp_path), root=tmp_path, progress=False)
+    assert (s1["cache_hit"], s2["cache_hit"]) == (False, True) and len(calls) == 1
+    np.testing.assert_array_equal(f1, f2)
+    assert f1.shape == (len(dm.items), 1280)
+    # a different transform is a different key: extracted anew
+    _, _, s3 = cached_features(tiny_dm(tmp_path, image_size=40), root=tmp_path, progress=False)
+    assert not s3["cache_hit"] and s3["key"] != s1["key"] and len(calls) == 2
+    # another backbone / weights: another key
+    _, _, s4 = cached_features(dm, "resnet10t", "random", root=tmp_path, progress=False)
+    assert s4["key"] not in (s1["key"], s3["key"])
+
+
+def test_concurrent_extraction_of_one_key_extracts_once(tmp_path, monkeypatch):
+    calls = []
+    real = features_mod._extract
+    monkeypatch.setattr(features_mod, "_extract", lambda *a: calls.append(1) or real(*a))
+    out = []
+    threads = [
+        threading.Thread(
+            target=lambda: out.append(
+                cached_features(tiny_dm(tmp_path), root=tmp_path, progress=False)
+            )
+        )
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(out) == 2
+    np.testing.assert_array_equal(out[0][0], out[1][0])

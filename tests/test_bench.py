@@ -1,0 +1,204 @@
+"""End to end through the CLI: bench, skip, overwrite, crash safety, evaluate, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from zsbench.cli import main
+from zsbench.registry import METHODS
+from zsbench.results import result_path
+
+RESULT_FIELDS = {
+    "schema_version",
+    "task",
+    "dataset",
+    "split",
+    "method",
+    "seed",
+    "status",
+    "date",
+    "metrics",
+    "chance",
+    "per_class",
+    "spec",
+    "split_manifest",
+    "config",
+    "method_metadata",
+    "backbone",
+    "provenance",
+    "timings",
+    "n_queries",
+    "n_gallery",
+    "n_queries_without_positive",
+}
+
+
+def run(*args: str) -> int:
+    return main(list(args))
+
+
+def bench_args(results, tiny, method="supervised", *extra):
+    args = [
+        "bench",
+        "--method",
+        method,
+        "--dataset",
+        "synthetic",
+        "--results-dir",
+        str(results),
+        "--no-progress",
+    ]
+    for o in tiny:
+        args += ["--set", o]
+    return [*args, *extra]
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_fast_dev_run(method, tmp_path, tiny):
+    assert run(*bench_args(tmp_path, tiny, method, "--set", "trainer.fast_dev_run=true")) == 0
+    rec = json.loads(result_path(tmp_path, "sbir", "synthetic", "custom", method, 0).read_text())
+    assert rec["status"] == "fast_dev_run"
+    assert np.isfinite(rec["metrics"]["mAP@all"])
+
+
+def test_bench_writes_complete_result_then_skips_then_overwrites(tmp_path, tiny, capsys):
+    assert run(*bench_args(tmp_path, tiny)) == 0
+    path = result_path(tmp_path, "sbir", "synthetic", "custom", "supervised", 0)
+    rec = json.loads(path.read_text())
+    assert RESULT_FIELDS <= set(rec)
+    assert rec["status"] == "ok"
+    assert rec["split_manifest"]["hash"] and rec["split_manifest"]["n_unseen_classes"] == 3
+    assert len(rec["backbone"]["weights_sha256"]) == 64
+    assert torch.__version__.startswith(rec["provenance"]["packages"]["torch"])
+    assert set(rec["provenance"]["git"]) == {"commit", "dirty"}
+    assert rec["config"]["trainer"]["max_epochs"] == 2
+    assert rec["timings"]["encode_items_per_s"] > 0
+    assert rec["spec"]["name"] == "default"
+    assert (tmp_path / "leaderboard.csv").exists()
+    out = capsys.readouterr().out
+    assert "random ranking" in out and "supervised" in out
+
+    mtime = path.stat().st_mtime_ns
+    assert run(*bench_args(tmp_path, tiny)) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert path.stat().st_mtime_ns == mtime
+
+    assert run(*bench_args(tmp_path, tiny, "supervised", "--overwrite")) == 0
+    assert path.stat().st_mtime_ns != mtime
+    assert json.loads(path.read_text())["status"] == "ok"
+
+
+def test_crash_midway_leaves_result_and_leaderboard_intact(tmp_path, tiny, monkeypatch):
+    assert run(*bench_args(tmp_path, tiny, "frozen")) == 0
+    board = (tmp_path / "leaderboard.csv").read_text()
+    path = result_path(tmp_path, "sbir", "synthetic", "custom", "frozen", 0)
+    before = path.read_text()
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr("zsbench.runner.evaluate_sbir", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(*bench_args(tmp_path, tiny, "frozen", "--overwrite"))
+    assert path.read_text() == before
+    assert (tmp_path / "leaderboard.csv").read_text() == board
+    leftovers = [p for p in tmp_path.rglob("*.tmp")]
+    assert leftovers == []
+
+
+def test_unknown_names_exit_2_with_suggestions(tmp_path, capsys):
+    assert run("bench", "--method", "supervisd", "--results-dir", str(tmp_path)) == 2
+    assert "Did you mean: supervised" in capsys.readouterr().err
+    assert run("bench", "--method", "frozen", "--dataset", "synthtic") == 2
+    assert "Did you mean: synthetic" in capsys.readouterr().err
+    assert run("bench", "--method", "frozen", "--set", "dataset.n_shape=3") == 2
+    assert "Did you mean: n_shapes" in capsys.readouterr().err
+
+
+def test_methods_and_datasets_listed(capsys):
+    assert run("methods") == 0
+    out = capsys.readouterr().out
+    assert "frozen" in out and "supervised" in out
+    assert run("datasets") == 0
+    assert "synthetic" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", [".npy", ".pt"])
+def test_evaluate_cli_reproduces_sklearn(tmp_path, capsys, fmt):
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    q, g = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    ql, gl = rng.integers(0, 5, 40), rng.integers(0, 5, 300)
+    files = {}
+    for name, arr in {"qf": q, "ql": ql, "gf": g, "gl": gl}.items():
+        files[name] = tmp_path / f"{name}{fmt}"
+        if fmt == ".npy":
+            np.save(files[name], arr)
+        else:
+            torch.save(torch.from_numpy(arr), files[name])
+    assert (
+        run(
+            "evaluate",
+            "--query-features",
+            str(files["qf"]),
+            "--query-labels",
+            str(files["ql"]),
+            "--gallery-features",
+            str(files["gf"]),
+            "--gallery-labels",
+            str(files["gl"]),
+            "--json",
+        )
+        == 0
+    )
+    got = json.loads(capsys.readouterr().out)["metrics"]["mAP@all"]
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+    scores = qn @ gn.T
+    ref = np.mean([average_precision_score(gl == ql[i], scores[i]) for i in range(len(q))])
+    assert got == pytest.approx(ref, abs=1e-6)
+
+
+def test_evaluate_cli_string_labels_and_bad_file(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "qf.npy", rng.normal(size=(4, 3)))
+    np.save(tmp_path / "gf.npy", rng.normal(size=(6, 3)))
+    np.save(tmp_path / "ql.npy", np.array(["cat", "dog", "cat", "dog"]))
+    np.save(tmp_path / "gl.npy", np.array(["cat", "dog", "cat", "dog", "cow", "cow"]))
+    args = [
+        "evaluate",
+        "--query-features",
+        str(tmp_path / "qf.npy"),
+        "--query-labels",
+        str(tmp_path / "ql.npy"),
+        "--gallery-features",
+        str(tmp_path / "gf.npy"),
+        "--gallery-labels",
+    ]
+    assert run(*args, str(tmp_path / "gl.npy")) == 0
+    assert "mAP@all" in capsys.readouterr().out
+    assert run(*args, str(tmp_path / "missing.npy")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_wandb_offline_leaves_local_run(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert run(*bench_args(tmp_path, tiny, "frozen")) == 0
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    # An offline run keeps its config, history and summary in the run's .wandb record log
+    # (what `wandb sync` uploads later).
+    (log,) = runs[0].glob("run-*.wandb")
+    data = log.read_bytes()
+    assert b'"max_epochs":2' in data  # resolved config
+    assert b'"n_shapes":3' in data
+    assert b"test/mAP@all" in data  # final metrics
+    assert os.environ["WANDB_MODE"] == "offline"

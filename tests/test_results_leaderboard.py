@@ -1,0 +1,103 @@
+"""Result files and the leaderboard built from them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from zsbench.chance import chance_metrics, expected_random_ap
+from zsbench.errors import ZsbenchError
+from zsbench.leaderboard import build_leaderboard, format_table, update_leaderboard
+from zsbench.results import SCHEMA_VERSION, load_results, result_path, write_json_atomic
+
+
+def record(method, seed, metrics, dataset="synthetic", status="ok"):
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": "sbir",
+        "dataset": dataset,
+        "split": "default",
+        "method": method,
+        "seed": seed,
+        "status": status,
+        "metrics": metrics,
+        "spec": {"name": "default"},
+    }
+
+
+def test_leaderboard_mean_std_and_missing_cells():
+    recs = [
+        record("a", 0, {"mAP@all": 0.5, "P@100": 0.6}),
+        record("a", 1, {"mAP@all": 0.7, "P@100": 0.8}),
+        record("b", 0, {"mAP@all": 0.4}),  # b has no P@100: its cell stays empty
+        record("c", 0, {"mAP@all": 0.9, "P@100": 0.9}),
+        record("c", 1, {"mAP@all": 0.9}),  # one seed lacks P@100: not averaged away
+        record("d", 0, {"mAP@all": 0.99}, status="fast_dev_run"),  # not a real result
+    ]
+    df = build_leaderboard(recs).set_index("method")
+    assert list(df.index) == ["c", "a", "b"]  # sorted by mAP@all, best first
+    assert df.loc["a", "mAP@all"] == pytest.approx(0.6)
+    assert df.loc["a", "mAP@all std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert df.loc["a", "n_seeds"] == 2
+    assert math.isnan(df.loc["b", "P@100"])
+    assert math.isnan(df.loc["c", "P@100"])
+    assert math.isnan(df.loc["b", "mAP@all std"])  # one seed: no std
+    table = format_table(df.reset_index())
+    assert "0.6000 ± 0.1414" in table
+
+
+def test_atomic_write_keeps_old_file_when_serialisation_fails(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"ok": 1})
+
+    class Boom:
+        def __str__(self):
+            raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_json_atomic(path, {"ok": Boom()})
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_update_leaderboard_writes_csv_and_md(tmp_path):
+    write_json_atomic(
+        result_path(tmp_path, "sbir", "synthetic", "default", "a", 0),
+        record("a", 0, {"mAP@all": 0.5}),
+    )
+    df = update_leaderboard(tmp_path)
+    assert len(df) == 1
+    assert (tmp_path / "leaderboard.csv").read_text().startswith("task,dataset,split")
+    assert "| a " in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_unreadable_or_foreign_result_is_named(tmp_path):
+    bad = result_path(tmp_path, "sbir", "x", "y", "m", 0)
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    with pytest.raises(ZsbenchError, match=str(bad)):
+        load_results(tmp_path)
+    bad.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ZsbenchError, match="lacks fields"):
+        load_results(tmp_path)
+
+
+def test_expected_random_ap_matches_simulation():
+    rng = np.random.default_rng(0)
+    r, n = 5, 40
+    sims = []
+    for _ in range(20000):
+        rel = rng.permutation(np.r_[np.ones(r), np.zeros(n - r)])
+        hits = np.cumsum(rel)
+        sims.append(np.sum(hits[rel == 1] / (np.flatnonzero(rel) + 1)) / r)
+    assert expected_random_ap(r, n) == pytest.approx(np.mean(sims), abs=3e-3)
+    assert expected_random_ap(n, n) == pytest.approx(1.0)
+    assert expected_random_ap(1, 1) == 1.0
+    c = chance_metrics(np.array([0, 1]), np.array([0, 0, 1, 1, 1, 2]))
+    # a 6-item gallery: the top 100 holds all 6, so P@100 = R / 100
+    assert c["P@100"] == pytest.approx((2 / 100 + 3 / 100) / 2)
+    big = chance_metrics(np.array([0]), np.r_[np.zeros(50), np.ones(950)])
+    assert big["P@100"] == pytest.approx(50 / 1000)

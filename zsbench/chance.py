@@ -1,0 +1,40 @@
+"""Chance levels: what a random ranking of the gallery scores, to print beside every result."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+
+def expected_random_ap(n_relevant: int, n_gallery: int) -> float:
+    """Expected non-interpolated AP of a uniformly random ranking with R relevant of N.
+
+    A relevant item at rank r has, in expectation, 1 + (R-1)(r-1)/(N-1) relevant items at or
+    above it; averaging precision over r uniform in 1..N gives
+    E[AP] = (R-1)/(N-1) + H_N (N-R) / (N (N-1)),  H_N the N-th harmonic number.
+    """
+    r, n = n_relevant, n_gallery
+    if r <= 0:
+        return float("nan")
+    if n == 1:
+        return 1.0
+    h_n = float(np.sum(1.0 / np.arange(1, n + 1)))
+    return (r - 1) / (n - 1) + h_n * (n - r) / (n * (n - 1))
+
+
+def chance_metrics(query_labels, gallery_labels) -> dict[str, float]:
+    """Expected mAP@all and P@K of a random ranking, micro-averaged over queries.
+
+    P@K: min(K, N) items are retrieved, each relevant with probability R/N, over K.
+    """
+    counts = Counter(np.asarray(gallery_labels).tolist())
+    n = len(gallery_labels)
+    labels = [q for q in np.asarray(query_labels).tolist() if counts.get(q, 0) > 0]
+    if not labels:
+        return {}
+    ap = float(np.mean([expected_random_ap(counts[q], n) for q in labels]))
+    out = {"mAP@all": ap}
+    for k in (100, 200):
+        out[f"P@{k}"] = float(np.mean([counts[q] / n * min(k, n) / k for q in labels]))
+    return out

@@ -1,0 +1,205 @@
+"""The `zsbench` command line: methods, datasets, bench, leaderboard, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zsbench.errors import ZsbenchError
+
+
+def _add_results_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--results-dir",
+        default=None,
+        help="folder of result JSONs and the leaderboard (default: $ZSBENCH_RESULTS or results/)",
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from zsbench.registry import DATASETS, METHODS, describe
+
+    registry = METHODS if args.command == "methods" else DATASETS
+    names = registry.names()
+    width = max(len(n) for n in names)
+    for name in names:
+        cls = registry.get(name)
+        extra = f" [{cls.metadata.task}]" if hasattr(cls, "metadata") else f" [{cls.task}]"
+        print(f"{name:<{width}}  {describe(cls)}{extra}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from zsbench.leaderboard import format_table, update_leaderboard
+    from zsbench.results import results_dir
+    from zsbench.runner import bench, summarize
+
+    out = bench(
+        args.method,
+        args.dataset,
+        seed=args.seed,
+        overrides=args.set,
+        results=args.results_dir,
+        overwrite=args.overwrite,
+        wandb=args.wandb,
+        progress=not args.no_progress,
+    )
+    if out.skipped:
+        print(f"Result exists, skipped: {out.path} (use --overwrite to replace it)")
+        df = update_leaderboard(results_dir(args.results_dir))
+    else:
+        print(f"Wrote {out.path}")
+        print(summarize(out.record))
+        df = update_leaderboard(results_dir(args.results_dir))
+    if not args.quiet:
+        print()
+        print(format_table(df))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from zsbench.leaderboard import format_table, update_leaderboard
+    from zsbench.results import results_dir
+
+    root = results_dir(args.results_dir)
+    df = update_leaderboard(root)
+    print(format_table(df, max_metrics=args.metrics))
+    print(f"\n{root / 'leaderboard.csv'}, {root / 'leaderboard.md'}")
+    return 0
+
+
+def load_array(path: str, what: str) -> np.ndarray:
+    """A .npy or .pt file as a numpy array (a .pt may hold a tensor or a 1-entry dict)."""
+    p = Path(path)
+    if not p.exists():
+        raise ZsbenchError(f"{what} file {p} does not exist.")
+    if p.suffix == ".npy":
+        return np.load(p, allow_pickle=False)
+    if p.suffix in (".pt", ".pth"):
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict) and len(obj) == 1:
+            obj = next(iter(obj.values()))
+        if not isinstance(obj, torch.Tensor):
+            raise ZsbenchError(f"{what} file {p} must hold a tensor, got {type(obj).__name__}.")
+        return obj.numpy()
+    raise ZsbenchError(f"{what} file {p}: unsupported format {p.suffix!r}; use .npy or .pt.")
+
+
+def labels_to_ids(query: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    """Map labels of any type (ints, strings) to shared integer ids."""
+    classes, inverse = np.unique(
+        np.concatenate([query.ravel(), gallery.ravel()]), return_inverse=True
+    )
+    return inverse[: query.size], inverse[query.size :], [str(c) for c in classes]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from zsbench.evaluation import evaluate_sbir
+
+    q = load_array(args.query_features, "query features")
+    g = load_array(args.gallery_features, "gallery features")
+    ql, gl, names = labels_to_ids(
+        load_array(args.query_labels, "query labels"),
+        load_array(args.gallery_labels, "gallery labels"),
+    )
+    res = evaluate_sbir(
+        torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)),
+        torch.from_numpy(ql),
+        torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32)),
+        torch.from_numpy(gl),
+        spec=args.spec,
+        similarity=args.similarity,
+        chunk_size=args.chunk_size,
+        class_names=names,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    k: res[k]
+                    for k in (
+                        "metrics",
+                        "spec",
+                        "n_queries",
+                        "n_gallery",
+                        "n_queries_without_positive",
+                    )
+                },
+                indent=2,
+            )
+        )
+    else:
+        for k, v in res["metrics"].items():
+            print(f"{k:<24} {v:.6f}")
+        print(
+            f"queries={res['n_queries']} gallery={res['n_gallery']} "
+            f"without_positive={res['n_queries_without_positive']} spec={res['spec']['name']}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsbench", description="Zero-shot SBIR / CIR benchmark: train, evaluate, compare."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_list)
+    sub.add_parser("datasets", help="list registered datasets").set_defaults(func=cmd_list)
+
+    p = sub.add_parser("bench", help="train + evaluate one method on one dataset")
+    p.add_argument("--method", required=True)
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override, repeatable (sections: model, dataset, trainer, eval)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    p.add_argument(
+        "--wandb", action="store_true", help="log to W&B (also on when WANDB_MODE is set)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    _add_results_dir(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("leaderboard", help="rebuild and print the leaderboard from result files")
+    p.add_argument("--metrics", type=int, default=4, help="how many metrics to print")
+    _add_results_dir(p)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("evaluate", help="score features computed elsewhere (.npy or .pt)")
+    p.add_argument("--query-features", required=True)
+    p.add_argument("--query-labels", required=True)
+    p.add_argument("--gallery-features", required=True)
+    p.add_argument("--gallery-labels", required=True)
+    p.add_argument("--spec", default="default", help="metric spec (see zsbench.metrics)")
+    p.add_argument("--similarity", default="cosine", choices=["cosine", "dot", "euclidean"])
+    p.add_argument("--chunk-size", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except ZsbenchError as err:
+        print(f"zsbench: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Configuration: defaults from signatures, YAML overrides, `--set key=value` overrides.
+
+Defaults live in one place, the `__init__` signature of a method or datamodule (and the
+dataclasses below for the runner). YAML files only override them:
+
+    configs/datasets/<dataset>.yaml   {dataset: {...}}
+    configs/methods/<method>.yaml     {model: {...}, trainer: {...}, eval: {...},
+                                       datasets: {<dataset>: {model: ..., trainer: ...}}}
+
+then `--set section.key=value` on the command line. Layers apply in that order. Every key is
+checked against the signature it overrides; an unknown key fails with "did you mean".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zsbench.errors import ZsbenchError, did_you_mean
+
+SECTIONS = ("model", "dataset", "trainer", "eval")
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """How the runner trains: passed to `lightning.Trainer` and the dataloaders."""
+
+    max_epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "32-true"
+    gradient_clip_val: float | None = None
+    limit_train_batches: float | int = 1.0
+    log_every_n_steps: int = 10
+    fast_dev_run: bool = False
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """How the runner evaluates: metric spec (see `zsbench.metrics`) and chunking."""
+
+    spec: str = "default"
+    chunk_size: int | None = None
+
+
+def configs_dir() -> Path:
+    """The configs/ folder: ZSBENCH_CONFIGS, or the one next to the installed packages."""
+    env = os.environ.get("ZSBENCH_CONFIGS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ZsbenchError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ZsbenchError(f"{path} must hold a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'model.lr=0.1' -> ('model', 'lr', 0.1). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ZsbenchError(f"Override {text!r} is not of the form section.key=value.")
+    key, raw = text.split("=", 1)
+    if "." not in key:
+        raise ZsbenchError(
+            f"Override key {key!r} needs a section: one of {', '.join(SECTIONS)} "
+            f"(for example model.{key}={raw})."
+        )
+    section, name = key.split(".", 1)
+    if section not in SECTIONS:
+        raise ZsbenchError(
+            f"Unknown config section {section!r} in {text!r}.{did_you_mean(section, SECTIONS)} "
+            f"Sections: {', '.join(SECTIONS)}."
+        )
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return section, name, value
+
+
+def signature_defaults(cls: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Keyword parameters of `cls.__init__` with their defaults (required ones map to None)."""
+    params = inspect.signature(cls.__init__).parameters
+    out = {}
+    for name, p in params.items():
+        if name == "self" or name in exclude or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[name] = None if p.default is inspect.Parameter.empty else p.default
+    return out
+
+
+def apply_section(
+    base: dict[str, Any], updates: dict[str, Any], where: str, section: str, owner: str
+) -> dict[str, Any]:
+    """Update `base` with `updates`, refusing keys that `base` (the signature) does not have."""
+    if not isinstance(updates, dict):
+        raise ZsbenchError(f"{where}: section {section!r} must be a mapping.")
+    for key, value in updates.items():
+        if key not in base:
+            raise ZsbenchError(
+                f"{where}: unknown key {section}.{key} for {owner}.{did_you_mean(key, base)} "
+                f"Valid keys: {', '.join(sorted(base))}."
+            )
+        base[key] = value
+    return base
+
+
+def resolve_config(
+    method_cls: Any,
+    dataset_cls: Any,
+    method: str,
+    dataset: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    data_provided: tuple[str, ...] = (),
+) -> dict[str, dict[str, Any]]:
+    """Merge signature defaults, dataset YAML, method YAML (+ per-dataset part) and overrides."""
+    cfg = {
+        "model": signature_defaults(method_cls, exclude=data_provided),
+        "dataset": signature_defaults(dataset_cls),
+        "trainer": dataclasses.asdict(TrainerConfig()),
+        "eval": dataclasses.asdict(EvalConfig()),
+    }
+    owners = {
+        "model": f"method {method!r}",
+        "dataset": f"dataset {dataset!r}",
+        "trainer": "the trainer",
+        "eval": "the evaluator",
+    }
+    root = configs_dir()
+    layers: list[tuple[str, dict[str, Any]]] = []
+    ds_path = root / "datasets" / f"{dataset}.yaml"
+    layers.append((str(ds_path), load_yaml(ds_path)))
+    m_path = root / "methods" / f"{method}.yaml"
+    m_yaml = load_yaml(m_path)
+    per_dataset = m_yaml.pop("datasets", {}) or {}
+    layers.append((str(m_path), m_yaml))
+    layers.append((f"{m_path} (datasets.{dataset})", per_dataset.get(dataset, {}) or {}))
+    for where, layer in layers:
+        for section, updates in layer.items():
+            if section not in cfg:
+                raise ZsbenchError(
+                    f"{where}: unknown section {section!r}.{did_you_mean(section, cfg)} "
+                    f"Sections: {', '.join(SECTIONS)}, datasets."
+                )
+            apply_section(cfg[section], updates, where, section, owners[section])
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section == "model" and key in data_provided:
+            raise ZsbenchError(
+                f"--set {text}: model.{key} comes from the dataset and cannot be overridden."
+            )
+        apply_section(cfg[section], {key: value}, f"--set {text}", section, owners[section])
+    return cfg

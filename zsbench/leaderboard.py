@@ -1,0 +1,85 @@
+"""The leaderboard: a pure function of the result files.
+
+One row per (task, dataset, split, metric spec, method); for each metric its mean and std over
+seeds and the number of seeds. A metric some seed lacks stays empty for that row (never
+averaged over the seeds that have it), and a method that lacks a metric has an empty cell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+
+from zsbench.results import load_results, write_text_atomic
+
+KEY = ["task", "dataset", "split", "spec", "method"]
+PREFERRED = ["mAP@all", "P@100", "mAP@200", "P@200"]
+
+
+def metric_order(names: set[str]) -> list[str]:
+    first = [m for m in PREFERRED if m in names]
+    return first + sorted(names - set(first))
+
+
+def build_leaderboard(records: list[dict]) -> pd.DataFrame:
+    """Rows per KEY with `<metric>` (mean), `<metric> std` and `n_seeds`; only status 'ok'."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        return pd.DataFrame(columns=[*KEY, "n_seeds"])
+    metrics = metric_order({m for r in ok for m in r["metrics"]})
+    groups: dict[tuple, list[dict]] = {}
+    for r in ok:
+        key = (r["task"], r["dataset"], r["split"], r.get("spec", {}).get("name", "?"), r["method"])
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for key, runs in sorted(groups.items()):
+        row = dict(zip(KEY, key))
+        row["n_seeds"] = len(runs)
+        row["seeds"] = " ".join(str(s) for s in sorted(r["seed"] for r in runs))
+        for m in metrics:
+            values = [r["metrics"].get(m) for r in runs]
+            complete = all(v is not None and np.isfinite(v) for v in values)
+            row[m] = float(np.mean(values)) if complete else np.nan
+            row[f"{m} std"] = (
+                float(np.std(values, ddof=1)) if complete and len(values) > 1 else np.nan
+            )
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    main = metrics[0] if metrics else None
+    if main:
+        df = df.sort_values([*KEY[:4], main], ascending=[True] * 4 + [False], na_position="last")
+    return df.reset_index(drop=True)
+
+
+def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
+    """Markdown table with `mean ± std` cells for the main metrics."""
+    if df.empty:
+        return "(no results yet)"
+    metrics = [c for c in df.columns if c in PREFERRED or ("@" in c and not c.endswith(" std"))]
+    metrics = [m for m in metric_order(set(metrics)) if "." not in m][:max_metrics]
+    out = df[[*KEY, "n_seeds"]].copy()
+    for m in metrics:
+        mean, std = df[m], df[f"{m} std"]
+        out[m] = [
+            "" if pd.isna(a) else (f"{a:.4f}" if pd.isna(b) else f"{a:.4f} ± {b:.4f}")
+            for a, b in zip(mean, std)
+        ]
+    return out.to_markdown(index=False)
+
+
+def update_leaderboard(results_dir: Path) -> pd.DataFrame:
+    """Rebuild leaderboard.csv and leaderboard.md from every result under `results_dir`.
+
+    Serialised by a file lock; each file is replaced atomically, so a crash leaves the previous
+    leaderboard intact.
+    """
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(results_dir / ".leaderboard.lock")):
+        df = build_leaderboard(load_results(results_dir))
+        write_text_atomic(results_dir / "leaderboard.csv", df.to_csv(index=False))
+        write_text_atomic(results_dir / "leaderboard.md", format_table(df, max_metrics=99) + "\n")
+    return df

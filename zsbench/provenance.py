@@ -1,0 +1,58 @@
+"""Where a result came from: code version, packages, device."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import zsbench
+
+PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "timm", "numpy", "pandas")
+
+
+def git_state(repo: Path | None = None) -> dict:
+    """Commit and dirty flag of the zsbench checkout (None outside a git checkout)."""
+    repo = repo or Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=repo, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {"zsbench": zsbench.__version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info(device: torch.device) -> dict:
+    info = {
+        "type": device.type,
+        "host": platform.node(),
+        "cpu": platform.processor() or None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def provenance(device: torch.device) -> dict:
+    return {"git": git_state(), "packages": package_versions(), "device": device_info(device)}
