@@ -193,7 +193,10 @@ class SBIRDataModule(L.LightningDataModule):
         part: dict[str, list[int]] = {"train": [], "val": [], "query": [], "gallery": []}
         for i, it in enumerate(self.items):
             if it.label in seen:
-                held_out = _stable_fraction(it.path) < self.val_fraction
+                # keyed by class/domain/file name, not the absolute path: the same items are
+                # held out wherever a user keeps the data
+                key = f"{it.label}/{it.domain}/{Path(it.path).name}"
+                held_out = _stable_fraction(key) < self.val_fraction
                 part["val" if held_out else "train"].append(i)
             else:
                 part["query" if it.domain == SKETCH else "gallery"].append(i)
@@ -233,6 +236,15 @@ class SBIRDataModule(L.LightningDataModule):
             "n_skipped_bad": len(self.skipped_bad),
             "skipped_bad": self.skipped_bad[:20],
         }
+
+    def unseen_photo_wnids(self) -> dict[str, set[str]]:
+        """Unseen class -> WordNet ids in its photo file names (ImageNet-style `n0123_...`)."""
+        from zsbench.leakage import photo_wnids
+
+        out: dict[str, list[str]] = {c: [] for c in self.split.unseen}
+        for i in self.partitions["gallery"]:
+            out[self.items[i].label].append(self.items[i].path)
+        return {c: photo_wnids(paths) for c, paths in out.items()}
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean, self.std = tuple(mean), tuple(std)
