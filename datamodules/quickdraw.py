@@ -1,0 +1,53 @@
+"""`quickdraw`: QuickDraw-Ext (Doodle2Search, Dey et al. CVPR 2019), 110 classes.
+
+Doodle2Search ships two zips that unpack to (under <root>/QuickDraw/ or <root> itself)
+
+    QuickDraw_sketches_final/<class>/<id>.png     330,000 sketches
+    QuickDraw_images_final/<class>/<file>         204,000 photos
+
+and ZSE-SBIR reads the same data as `QuickDraw/{sketches,images}/<class>/<file>` with its file
+lists `QuickDraw/zeroshot/{sketch,all_photo}_{train,zero}.txt`. Both layouts are read; class
+folder names may contain spaces ('palm tree'). Split: `quickdraw30` (80 seen / 30 unseen).
+"""
+
+from __future__ import annotations
+
+from datamodules.base import PHOTO, SKETCH
+from datamodules.real_sbir import RealSBIRDataModule
+from zsbench.registry import DATASETS
+
+
+@DATASETS.register("quickdraw")
+class QuickDraw(RealSBIRDataModule):
+    """QuickDraw-Ext (110 classes), split `quickdraw30`."""
+
+    manifest_dataset = "quickdraw"
+    FOLDERS = ("QuickDraw", "quickdraw")
+    DOMAIN_DIRS = (
+        ("sketches", "images"),
+        ("QuickDraw_sketches_final", "QuickDraw_images_final"),
+    )
+    LIST_PATTERNS = {SKETCH: ("sketch_*.txt",), PHOTO: ("all_photo_*.txt",)}
+    LAYOUT = (
+        "QuickDraw/sketches/<class>/<file> and QuickDraw/images/<class>/<file> (ZSE-SBIR), or "
+        "QuickDraw/QuickDraw_{sketches,images}_final/<class>/<file> (Doodle2Search's zips); "
+        "with file_lists=zeroshot also QuickDraw/zeroshot/{sketch,all_photo}_*.txt"
+    )
+    SOURCE = (
+        "the QuickDraw-Extended zips linked from the README of github.com/sounakdey/doodle2search: "
+        "datasets.cvc.uab.es/QuickDraw/QuickDraw_sketches_final.zip and "
+        "QuickDraw_images_final.zip; ZSE-SBIR's file lists: github.com/buptLinfy/ZSE-SBIR "
+        "datasets/QuickDraw/zeroshot."
+    )
+
+    def __init__(
+        self,
+        root: str | None = None,
+        split: str = "quickdraw30",
+        unseen: list[str] | str | None = None,
+        file_lists: str | None = None,
+        image_size: int = 224,
+        val_fraction: float = 0.1,
+        skip_bad: bool = False,
+    ) -> None:
+        super().__init__(root, split, unseen, file_lists, image_size, val_fraction, skip_bad)

@@ -1,0 +1,54 @@
+"""`tuberlin`: TU-Berlin-Ext (Eitz et al. 2012 sketches + Zhang et al. 2016 photos), 250 classes.
+
+As SAKE ships it (and ZSE-SBIR / DRCPL read it):
+
+    <root>/TUBerlin/png_ready/<class>/<n>.png                 20,000 sketches
+    <root>/TUBerlin/ImageResized_ready/<class>/<file>.JPEG    204,489 photos
+    <root>/TUBerlin/zeroshot/{png_ready,ImageResized_ready}_filelist_{train,zero}.txt
+
+Class folders keep TU-Berlin's names with spaces ('alarm clock', 'car (sedan)'); they match the
+manifests through `class_key`. Doodle2Search's renamed copy (`TU-Berlin/{sketches,images}`) works
+too. Splits: `tuberlin30` (SAKE, default) and `sempcyc-tuberlin`.
+"""
+
+from __future__ import annotations
+
+from datamodules.base import PHOTO, SKETCH
+from datamodules.real_sbir import RealSBIRDataModule
+from zsbench.registry import DATASETS
+
+
+@DATASETS.register("tuberlin")
+class TUBerlin(RealSBIRDataModule):
+    """TU-Berlin-Ext (250 classes), split `tuberlin30` by default."""
+
+    manifest_dataset = "tuberlin"
+    FOLDERS = ("TUBerlin", "TU-Berlin", "tuberlin")
+    DOMAIN_DIRS = (("png_ready", "ImageResized_ready"), ("sketches", "images"))
+    LIST_PATTERNS = {
+        SKETCH: ("png_ready_filelist_*.txt",),
+        PHOTO: ("ImageResized_ready_filelist_*.txt",),
+    }
+    LAYOUT = (
+        "TUBerlin/png_ready/<class>/<n>.png and TUBerlin/ImageResized_ready/<class>/<file> (SAKE); "
+        "with file_lists=zeroshot also TUBerlin/zeroshot/*_filelist_*.txt"
+    )
+    SOURCE = (
+        "sketches: TU-Berlin, cybertron.cg.tu-berlin.de/eitz/projects/classifysketch "
+        "(sketches_png.zip); photos: the 'ImageResized' set of Zhang et al. 2016. Both, "
+        "resized with SAKE's zero-shot file lists, are in SAKE's dataset.zip (README of "
+        "github.com/qliu24/SAKE, cs.jhu.edu/~qliu24/ZSSBIR/dataset.zip); Doodle2Search's "
+        "download_datasets.sh (github.com/sounakdey/doodle2search) fetches and renames both."
+    )
+
+    def __init__(
+        self,
+        root: str | None = None,
+        split: str = "tuberlin30",
+        unseen: list[str] | str | None = None,
+        file_lists: str | None = None,
+        image_size: int = 224,
+        val_fraction: float = 0.1,
+        skip_bad: bool = False,
+    ) -> None:
+        super().__init__(root, split, unseen, file_lists, image_size, val_fraction, skip_bad)
