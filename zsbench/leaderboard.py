@@ -39,6 +39,9 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
         row = dict(zip(KEY, key))
         row["n_seeds"] = len(runs)
         row["seeds"] = " ".join(str(s) for s in sorted(r["seed"] for r in runs))
+        # True when the backbone's pretraining classes include unseen classes (zsbench.leakage)
+        leaks = [(r.get("leakage") or {}).get("leak") for r in runs]
+        row["leak"] = any(leaks) if any(v is not None for v in leaks) else None
         for m in metrics:
             values = [r["metrics"].get(m) for r in runs]
             complete = all(v is not None and np.isfinite(v) for v in values)
@@ -61,6 +64,8 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
     metrics = [c for c in df.columns if c in PREFERRED or ("@" in c and not c.endswith(" std"))]
     metrics = [m for m in metric_order(set(metrics)) if "." not in m][:max_metrics]
     out = df[[*KEY, "n_seeds"]].copy()
+    if "leak" in df:
+        out["leak"] = ["yes" if v is True else "" for v in df["leak"]]
     for m in metrics:
         mean, std = df[m], df[f"{m} std"]
         out[m] = [

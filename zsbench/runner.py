@@ -27,6 +27,7 @@ from zsbench.errors import ZsbenchError
 from zsbench.evaluation import evaluate_sbir
 from zsbench.features import cached_features
 from zsbench.leaderboard import update_leaderboard
+from zsbench.leakage import imagenet_overlap
 from zsbench.provenance import provenance
 from zsbench.registry import DATASETS, METHODS
 from zsbench.results import SCHEMA_VERSION, result_path, results_dir, write_json_atomic
@@ -185,6 +186,7 @@ def bench(
         "config": cfg,
         "method_metadata": meta.to_dict(),
         "backbone": backbone,
+        "leakage": imagenet_overlap(dm.unseen_photo_wnids(), (backbone or {}).get("pretrained_on")),
         "provenance": provenance(device),
         "timings": timings,
     }
