@@ -5,6 +5,9 @@ Embedding = MLP(feature), L2-normalised; logits = s * cos(embedding, class weigh
 normalised-softmax classifier), so that what the loss pulls together is what cosine retrieval
 ranks. Sketches and photos share the head and the class weights, which aligns the domains on
 seen classes; zero-shot transfer to unseen classes is whatever that alignment generalises.
+Strong dropout and weight decay with a short schedule keep the head from collapsing onto the
+few seen classes (measured on sketchy21-mini: 30 epochs with light regularisation ended level
+with the frozen features, the defaults here are well above them).
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ class Supervised(RetrievalMethod):
         num_classes: int,
         backbone: str = "efficientnet_lite0",
         weights: str = "default",
-        hidden_dim: int = 512,
-        embedding_dim: int = 256,
-        dropout: float = 0.2,
+        hidden_dim: int = 1024,
+        embedding_dim: int = 512,
+        dropout: float = 0.5,
         scale: float = 16.0,
         lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        weight_decay: float = 0.05,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

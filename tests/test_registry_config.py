@@ -69,7 +69,8 @@ def test_overrides_parse_and_apply():
     assert cfg["model"]["lr"] == 0.5 and cfg["trainer"]["max_epochs"] == 3
     # YAML layer applied (supervised.yaml sets batch_size 128), signature default kept elsewhere
     assert cfg["trainer"]["batch_size"] == 128
-    assert cfg["model"]["embedding_dim"] == 256
+    default = inspect.signature(METHODS.get("supervised").__init__).parameters["embedding_dim"]
+    assert cfg["model"]["embedding_dim"] == default.default
 
 
 @pytest.mark.parametrize(
