@@ -116,3 +116,31 @@ def test_concurrent_extraction_of_one_key_extracts_once(tmp_path, monkeypatch):
         t.join()
     assert len(calls) == 1 and len(out) == 2
     np.testing.assert_array_equal(out[0][0], out[1][0])
+
+
+def test_default_weights_from_a_populated_hf_cache(tmp_path, monkeypatch):
+    """timm's hub repo in the local HF cache is used, offline, and recorded by sha256."""
+    import timm
+    from safetensors.torch import save_file
+
+    net = timm.create_model("resnet10t", pretrained=False)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--timm--resnet10t.c3_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    save_file(net.state_dict(), str(snapshot / "model.safetensors"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("ZSBENCH_WEIGHTS", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = resolve_weights("resnet10t", "default")
+    assert path.name == "model.safetensors"
+    model, info = create_backbone("resnet10t", "default")
+    assert info.pretrained_on == "imagenet-1k" and info.weights_sha256
+    torch.testing.assert_close(
+        model.state_dict()["conv1.0.weight"], net.state_dict()["conv1.0.weight"]
+    )
+    with pytest.raises(ZsbenchError, match="no timm/resnet18"):
+        resolve_weights("resnet18", "default")

