@@ -106,11 +106,56 @@ class ItemDataset(Dataset):
         idx = int(self.indices[i])
         item = self.dm.items[idx]
         out = {"label": self.dm.label_ids[idx], "domain": item.domain, "index": idx}
-        if self.dm.features is not None:
-            out["feature"] = torch.tensor(self.dm.features[idx], dtype=torch.float32)
-        else:
-            out["image"] = self.dm.transform(load_image(item.path))
+        out["feature" if self.dm.features is not None else "image"] = self.dm.row(idx)
         return out
+
+
+class PairDataset(Dataset):
+    """Seen-class (sketch, photo) pairs for methods that learn a sketch -> photo mapping.
+
+    One pair per training sketch: the photo it was drawn from when the file names say so
+    (Sketchy: `<photo-id>-<n>.png` <- `<photo-id>.jpg`) and `pairing="instance"`, otherwise a
+    photo of its class drawn afresh at every access (torch's global RNG, which the runner seeds).
+    """
+
+    def __init__(self, dm: SBIRDataModule, indices: np.ndarray, pairing: str = "instance") -> None:
+        if pairing not in ("instance", "class"):
+            raise ZsbenchError(f"pairing must be 'instance' or 'class', got {pairing!r}.")
+        self.dm = dm
+        items = dm.items
+        self.sketches = [int(i) for i in indices if items[i].domain == SKETCH]
+        photos: dict[str, list[int]] = {}
+        by_stem: dict[tuple[str, str], int] = {}
+        for i in indices:
+            if items[i].domain == PHOTO:
+                photos.setdefault(items[i].label, []).append(int(i))
+                by_stem[(items[i].label, Path(items[i].path).stem)] = int(i)
+        self.photos = {c: np.array(v) for c, v in photos.items()}
+        self.partner: dict[int, int] = {}
+        if pairing == "instance":
+            for i in self.sketches:
+                stem = Path(items[i].path).stem.rsplit("-", 1)[0]
+                if (items[i].label, stem) in by_stem:
+                    self.partner[i] = by_stem[(items[i].label, stem)]
+        lonely = {items[i].label for i in self.sketches} - set(self.photos)
+        if lonely:
+            raise ZsbenchError(f"Seen classes without training photos: {sorted(lonely)[:5]}.")
+
+    def __len__(self) -> int:
+        return len(self.sketches)
+
+    def __getitem__(self, k: int) -> dict:
+        i = self.sketches[k]
+        j = self.partner.get(i)
+        if j is None:
+            pool = self.photos[self.dm.items[i].label]
+            j = int(pool[torch.randint(len(pool), ()).item()])
+        return {
+            "sketch": self.dm.row(i),
+            "photo": self.dm.row(j),
+            "label": self.dm.label_ids[i],
+            "index": i,
+        }
 
 
 def load_image(path: str) -> Image.Image:
@@ -273,6 +318,12 @@ class SBIRDataModule(L.LightningDataModule):
             )
         self.features = features
 
+    def row(self, idx: int) -> torch.Tensor:
+        """Item `idx` as a model input: its feature row, or its transformed image."""
+        if self.features is not None:
+            return torch.tensor(self.features[idx], dtype=torch.float32)
+        return self.transform(load_image(self.items[idx].path))
+
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(
@@ -285,6 +336,16 @@ class SBIRDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)
+
+    def paired_train_dataloader(self, pairing: str = "instance") -> DataLoader:
+        """Seen-class (sketch, photo) pairs (see `PairDataset`), shuffled."""
+        return DataLoader(
+            PairDataset(self, self.partitions["train"], pairing),
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, self.eval_batch_size)

@@ -19,7 +19,9 @@ from torch import Tensor
 from zsbench.errors import ZsbenchError
 
 # __init__ arguments the runner provides from the datamodule (never set in YAML or --set).
-DATA_PROVIDED = ("num_classes", "seen_class_names", "feature_dim")
+# `class_embeddings`: {source: float array [num_classes, dim]} for the seen classes, computed by
+# zsbench.semantics from the sources named in the method's `semantics` argument.
+DATA_PROVIDED = ("num_classes", "seen_class_names", "feature_dim", "class_embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,9 @@ class RetrievalMethod(L.LightningModule):
 
     metadata: ClassVar[MethodMetadata]
     similarity: ClassVar[str] = "cosine"  # how the evaluator compares embeddings
+    # what training batches hold: "items" (image/feature, label, domain) or "pairs"
+    # (sketch, photo, label: seen-class pairs, see datamodules.base.PairDataset)
+    train_on: ClassVar[str] = "items"
 
     def encode_query(self, batch: dict) -> Tensor:
         raise NotImplementedError

@@ -99,3 +99,27 @@ def test_custom_unseen_from_override(tmp_path):
 def test_missing_sketchy_layout_names_the_layout(tmp_path):
     with pytest.raises(ZsbenchError, match="tx_000000000000_ready"):
         scan_sketchy_folder(tmp_path)
+
+
+def test_pairs_are_same_class_and_instance_paired_when_names_say_so(dm):
+    from pathlib import Path
+
+    from datamodules.base import PairDataset
+
+    dm.use_features(np.arange(len(dm.items), dtype=np.float32)[:, None].repeat(2, 1))
+    pairs = PairDataset(dm, dm.partitions["train"], "instance")
+    assert len(pairs) == sum(dm.items[i].domain == SKETCH for i in dm.partitions["train"])
+    assert pairs.partner  # synthetic sketches are named <photo-id>-<n>.png like Sketchy's
+    for k in range(len(pairs)):
+        b = pairs[k]
+        sk, ph = int(b["sketch"][0]), int(b["photo"][0])  # features are the item indices
+        assert dm.items[sk].domain == SKETCH and dm.items[ph].domain == PHOTO
+        assert dm.items[sk].label == dm.items[ph].label and ph in dm.partitions["train"]
+        if sk in pairs.partner:
+            assert Path(dm.items[sk].path).stem.startswith(Path(dm.items[ph].path).stem)
+    by_class = PairDataset(dm, dm.partitions["train"], "class")
+    assert not by_class.partner
+    batch = next(iter(dm.paired_train_dataloader("class")))
+    assert set(batch) == {"sketch", "photo", "label", "index"}
+    with pytest.raises(ZsbenchError, match="pairing"):
+        PairDataset(dm, dm.partitions["train"], "pixel")

@@ -40,6 +40,25 @@ class BenchOutcome:
     record: dict | None = None
 
 
+def side_information(model_cfg: dict, seen: tuple[str, ...]) -> tuple[dict, dict]:
+    """Seen-class embeddings for each source in `model.semantics`.
+
+    `semantics` is a comma-separated list (or a YAML list) of sources from zsbench.semantics,
+    each optionally with a file: "minilm", "word2vec:/data/GoogleNews.bin,wordnet".
+    """
+    from zsbench.semantics import class_embeddings
+
+    sources = model_cfg.get("semantics") or "minilm"
+    if isinstance(sources, str):
+        sources = [x.strip() for x in sources.split(",") if x.strip()]
+    out, record = {}, {"sources": list(sources), "dims": {}}
+    for entry in sources:
+        src, _, path = entry.partition(":")
+        out[src] = class_embeddings(list(seen), src, path=path or None)
+        record["dims"][src] = int(out[src].shape[1])
+    return out, record
+
+
 def wandb_requested(flag: bool) -> bool:
     """--wandb, or WANDB_MODE set in the environment (e.g. WANDB_MODE=offline)."""
     return flag or bool(os.environ.get("WANDB_MODE"))
@@ -119,6 +138,9 @@ def bench(
 
     provided = dm.data_info()
     params = inspect.signature(method_cls.__init__).parameters
+    side_info = None
+    if "class_embeddings" in params:
+        provided["class_embeddings"], side_info = side_information(cfg["model"], dm.split.seen)
     model = method_cls(**cfg["model"], **{k: v for k, v in provided.items() if k in params})
     if backbone is None:
         backbone = getattr(model, "backbone_info", None)
@@ -142,7 +164,11 @@ def bench(
             enable_model_summary=False,
         )
         val = dm.val_dataloader() if len(dm.partitions["val"]) else None
-        trainer.fit(model, train_dataloaders=dm.train_dataloader(), val_dataloaders=val)
+        if model.train_on == "pairs":
+            train = dm.paired_train_dataloader(cfg["model"].get("pairing", "instance"))
+        else:
+            train = dm.train_dataloader()
+        trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
     timings["train_s"] = time.perf_counter() - t0
 
     model.to(device)
@@ -186,6 +212,7 @@ def bench(
         "config": cfg,
         "method_metadata": meta.to_dict(),
         "backbone": backbone,
+        "side_information": side_info,
         "leakage": imagenet_overlap(dm.unseen_photo_wnids(), (backbone or {}).get("pretrained_on")),
         "provenance": provenance(device),
         "timings": timings,
