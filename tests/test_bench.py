@@ -35,6 +35,9 @@ RESULT_FIELDS = {
     "n_queries",
     "n_gallery",
     "n_queries_without_positive",
+    "leakage",
+    "side_information",
+    "log_dir",
 }
 
 
@@ -88,8 +91,12 @@ def test_bench_writes_complete_result_then_skips_then_overwrites(tmp_path, tiny,
     assert "skipped" in capsys.readouterr().out
     assert path.stat().st_mtime_ns == mtime
 
+    first_log = rec["log_dir"]
     assert run(*bench_args(tmp_path, tiny, "supervised", "--overwrite")) == 0
     assert path.stat().st_mtime_ns != mtime
+    # the replaced run's training curves are kept beside the new ones
+    assert os.path.isdir(first_log) and any(os.scandir(first_log))
+    assert json.loads(path.read_text())["log_dir"] != first_log
     assert json.loads(path.read_text())["status"] == "ok"
 
 

@@ -73,7 +73,10 @@ def _device(accelerator: str) -> torch.device:
 def _loggers(root: Path, name: str, seed: int, cfg: dict, use_wandb: bool) -> list:
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers = [CSVLogger(save_dir=str(root / "logs"), name=name, version=f"seed{seed}")]
+    # one log folder per attempt: an --overwrite run never deletes the curves of the result
+    # it may or may not replace
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    loggers = [CSVLogger(save_dir=str(root / "logs"), name=name, version=f"seed{seed}-{stamp}")]
     if use_wandb:
         from lightning.pytorch.loggers import WandbLogger
 
@@ -216,6 +219,7 @@ def bench(
         "leakage": imagenet_overlap(dm.unseen_photo_wnids(), (backbone or {}).get("pretrained_on")),
         "provenance": provenance(device),
         "timings": timings,
+        "log_dir": loggers[0].log_dir,
     }
     write_json_atomic(path, record)
     for logger in loggers[1:]:  # W&B: final metrics next to the training curves
