@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.transforms import eval_transform, train_transform
 from zsbench.errors import ZsbenchError
 
 SKETCH, PHOTO = 0, 1
@@ -95,9 +96,10 @@ def _stable_fraction(text: str) -> float:
 class ItemDataset(Dataset):
     """Items of one partition: images through a transform, or rows of a feature array."""
 
-    def __init__(self, dm: SBIRDataModule, indices: np.ndarray) -> None:
+    def __init__(self, dm: SBIRDataModule, indices: np.ndarray, train: bool = False) -> None:
         self.dm = dm
         self.indices = indices
+        self.train = train
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -106,7 +108,7 @@ class ItemDataset(Dataset):
         idx = int(self.indices[i])
         item = self.dm.items[idx]
         out = {"label": self.dm.label_ids[idx], "domain": item.domain, "index": idx}
-        out["feature" if self.dm.features is not None else "image"] = self.dm.row(idx)
+        out["feature" if self.dm.features is not None else "image"] = self.dm.row(idx, self.train)
         return out
 
 
@@ -151,11 +153,35 @@ class PairDataset(Dataset):
             pool = self.photos[self.dm.items[i].label]
             j = int(pool[torch.randint(len(pool), ()).item()])
         return {
-            "sketch": self.dm.row(i),
-            "photo": self.dm.row(j),
+            "sketch": self.dm.row(i, train=True),
+            "photo": self.dm.row(j, train=True),
             "label": self.dm.label_ids[i],
             "index": i,
         }
+
+
+class TripletDataset(PairDataset):
+    """(sketch anchor, positive photo of its class, negative photo of another class) triplets,
+    as triplet-loss methods (Doodle2Search) sample them: one per training sketch, the positive
+    and negative drawn afresh at every access (the positive is the drawn-from photo when
+    `pairing="instance"` and the names say so)."""
+
+    def __init__(self, dm: SBIRDataModule, indices: np.ndarray, pairing: str = "class") -> None:
+        super().__init__(dm, indices, pairing)
+        self.classes = sorted(self.photos)
+        if len(self.classes) < 2:
+            raise ZsbenchError("Triplets need photos of at least two seen classes.")
+
+    def __getitem__(self, k: int) -> dict:
+        out = super().__getitem__(k)
+        own = self.classes.index(self.dm.items[out["index"]].label)
+        other = int(torch.randint(len(self.classes) - 1, ()).item())
+        other += other >= own  # any class but the anchor's
+        pool = self.photos[self.classes[other]]
+        j = int(pool[torch.randint(len(pool), ()).item()])
+        out["negative"] = self.dm.row(j, train=True)
+        out["negative_label"] = self.dm.label_ids[j]
+        return out
 
 
 def load_image(path: str) -> Image.Image:
@@ -198,6 +224,7 @@ class SBIRDataModule(L.LightningDataModule):
         self.mean: tuple[float, ...] = (0.5, 0.5, 0.5)
         self.std: tuple[float, ...] = (0.5, 0.5, 0.5)
         self.features: np.ndarray | None = None
+        self.augment = True
         self.items: list[Item] = []
         self._ready = False
 
@@ -293,18 +320,26 @@ class SBIRDataModule(L.LightningDataModule):
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean, self.std = tuple(mean), tuple(std)
+        self._train_tf = None
+
+    def set_augment(self, augment: bool) -> None:
+        """Augment training images (methods that train on images; never for cached features)."""
+        self.augment = augment
+        self._train_tf = None
 
     @property
     def transform(self):
-        from torchvision import transforms as T
+        key = (self.image_size, self.mean, self.std)
+        if getattr(self, "_eval_tf_key", None) != key:
+            self._eval_tf, self._eval_tf_key = eval_transform(*key), key
+        return self._eval_tf
 
-        return T.Compose(
-            [
-                T.Resize((self.image_size, self.image_size)),
-                T.ToTensor(),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+    def train_transform(self, domain: int):
+        if getattr(self, "_train_tf", None) is None:
+            self._train_tf = {
+                d: train_transform(d, self.image_size, self.mean, self.std) for d in (SKETCH, PHOTO)
+            }
+        return self._train_tf[domain]
 
     def transform_id(self) -> str:
         """A string naming the evaluation transform, part of the feature-cache key."""
@@ -318,16 +353,20 @@ class SBIRDataModule(L.LightningDataModule):
             )
         self.features = features
 
-    def row(self, idx: int) -> torch.Tensor:
-        """Item `idx` as a model input: its feature row, or its transformed image."""
+    def row(self, idx: int, train: bool = False) -> torch.Tensor:
+        """Item `idx` as a model input: its feature row, or its image, augmented when `train`
+        and augmentation is on."""
         if self.features is not None:
             return torch.tensor(self.features[idx], dtype=torch.float32)
-        return self.transform(load_image(self.items[idx].path))
+        image = load_image(self.items[idx].path)
+        if train and self.augment:
+            return self.train_transform(self.items[idx].domain)(image)
+        return self.transform(image)
 
     # -- loaders --------------------------------------------------------------------------
-    def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(
-            ItemDataset(self, self.partitions[name]),
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
@@ -335,26 +374,35 @@ class SBIRDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
+        """Seen-class items of both domains (augmented images, or features), shuffled."""
+        return self._loader(
+            ItemDataset(self, self.partitions["train"], train=True), True, self.batch_size
+        )
 
     def paired_train_dataloader(self, pairing: str = "instance") -> DataLoader:
         """Seen-class (sketch, photo) pairs (see `PairDataset`), shuffled."""
-        return DataLoader(
-            PairDataset(self, self.partitions["train"], pairing),
-            batch_size=self.batch_size,
-            shuffle=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        return self._loader(
+            PairDataset(self, self.partitions["train"], pairing), True, self.batch_size
+        )
+
+    def triplet_train_dataloader(self, pairing: str = "class") -> DataLoader:
+        """Seen-class (sketch, positive, negative) triplets (see `TripletDataset`), shuffled."""
+        return self._loader(
+            TripletDataset(self, self.partitions["train"], pairing), True, self.batch_size
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
+        return self._loader(ItemDataset(self, self.partitions["val"]), False, self.eval_batch_size)
 
     def query_dataloader(self) -> DataLoader:
-        return self._loader("query", False, self.eval_batch_size)
+        return self._loader(
+            ItemDataset(self, self.partitions["query"]), False, self.eval_batch_size
+        )
 
     def gallery_dataloader(self) -> DataLoader:
-        return self._loader("gallery", False, self.eval_batch_size)
+        return self._loader(
+            ItemDataset(self, self.partitions["gallery"]), False, self.eval_batch_size
+        )
 
     def all_items_dataloader(self) -> DataLoader:
         """Every item once, in `items` order (feature extraction)."""

@@ -48,8 +48,9 @@ class RetrievalMethod(L.LightningModule):
 
     metadata: ClassVar[MethodMetadata]
     similarity: ClassVar[str] = "cosine"  # how the evaluator compares embeddings
-    # what training batches hold: "items" (image/feature, label, domain) or "pairs"
-    # (sketch, photo, label: seen-class pairs, see datamodules.base.PairDataset)
+    # what training batches hold: "items" (image/feature, label, domain), "pairs" (sketch,
+    # photo, label) or "triplets" (sketch, photo, negative, label, negative_label); see
+    # datamodules.base. Methods with inputs="images" set `self.backbone_info` (BackboneInfo).
     train_on: ClassVar[str] = "items"
 
     def encode_query(self, batch: dict) -> Tensor:

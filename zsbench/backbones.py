@@ -186,3 +186,24 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default"):
         feature_dim=model.num_features,
     )
     return model, info
+
+
+def set_trainable_stages(model: nn.Module, stages: int | None) -> None:
+    """Train only the last `stages` parameter groups of a timm model (None: all, 0: none).
+
+    Groups are timm's coarse ones (`group_matcher(coarse=True)`): stem, then each stage of
+    blocks, then the head, so `stages=2` trains the last block stage and the head layers.
+    """
+    for p in model.parameters():
+        p.requires_grad_(stages is None)
+    if stages is None or stages == 0:
+        return
+    from timm.models import group_parameters
+
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    names = set()
+    for gid in sorted(groups)[-stages:]:
+        names.update(groups[gid])
+    for name, p in model.named_parameters():
+        if name in names:
+            p.requires_grad_(True)

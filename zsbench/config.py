@@ -41,6 +41,7 @@ class TrainerConfig:
     limit_train_batches: float | int = 1.0
     log_every_n_steps: int = 10
     fast_dev_run: bool = False
+    augment: bool = True  # training-image augmentation (methods that train on images)
 
 
 @dataclasses.dataclass

@@ -59,6 +59,19 @@ def side_information(model_cfg: dict, seen: tuple[str, ...]) -> tuple[dict, dict
     return out, record
 
 
+def train_loader(dm, model, model_cfg: dict):
+    """The training batches the method asks for (`train_on`): items, pairs or triplets."""
+    if model.train_on == "pairs":
+        return dm.paired_train_dataloader(model_cfg.get("pairing", "instance"))
+    if model.train_on == "triplets":
+        return dm.triplet_train_dataloader(model_cfg.get("pairing", "class"))
+    if model.train_on == "items":
+        return dm.train_dataloader()
+    raise ZsbenchError(
+        f"{type(model).__name__}.train_on={model.train_on!r} is not one of items, pairs, triplets."
+    )
+
+
 def wandb_requested(flag: bool) -> bool:
     """--wandb, or WANDB_MODE set in the environment (e.g. WANDB_MODE=offline)."""
     return flag or bool(os.environ.get("WANDB_MODE"))
@@ -145,8 +158,11 @@ def bench(
     if "class_embeddings" in params:
         provided["class_embeddings"], side_info = side_information(cfg["model"], dm.split.seen)
     model = method_cls(**cfg["model"], **{k: v for k, v in provided.items() if k in params})
-    if backbone is None:
-        backbone = getattr(model, "backbone_info", None)
+    if meta.inputs == "images":  # the method owns its backbone: normalise images its way
+        info = model.backbone_info
+        dm.set_normalization(info.mean, info.std)
+        dm.set_augment(tcfg["augment"])
+        backbone = info.to_dict()
 
     run_name = f"{meta.task}/{dataset}/{split}/{method}"
     loggers = _loggers(root, run_name, seed, cfg, wandb_requested(wandb))
@@ -167,10 +183,7 @@ def bench(
             enable_model_summary=False,
         )
         val = dm.val_dataloader() if len(dm.partitions["val"]) else None
-        if model.train_on == "pairs":
-            train = dm.paired_train_dataloader(cfg["model"].get("pairing", "instance"))
-        else:
-            train = dm.train_dataloader()
+        train = train_loader(dm, model, cfg["model"])
         trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
     timings["train_s"] = time.perf_counter() - t0
 
