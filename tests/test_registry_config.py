@@ -94,3 +94,20 @@ def test_bad_overrides_fail_with_the_fix(override, message):
             [override],
             DATA_PROVIDED,
         )
+
+
+def test_presets_apply_after_the_method_yaml_and_before_overrides(tmp_path, monkeypatch):
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "methods" / "supervised.yaml").write_text(
+        "trainer: {max_epochs: 3}\n"
+        "presets:\n  paper: {trainer: {max_epochs: 100, batch_size: 7}, dataset: {image_size: 224}}\n"
+    )
+    monkeypatch.setenv("ZSBENCH_CONFIGS", str(tmp_path))
+    args = (METHODS.get("supervised"), DATASETS.get("synthetic"), "supervised", "synthetic")
+    assert resolve_config(*args, [], DATA_PROVIDED)["trainer"]["max_epochs"] == 3
+    cfg = resolve_config(*args, ["preset=paper", "trainer.batch_size=9"], DATA_PROVIDED)
+    assert cfg["trainer"]["max_epochs"] == 100 and cfg["dataset"]["image_size"] == 224
+    assert cfg["trainer"]["batch_size"] == 9  # --set wins over the preset
+    with pytest.raises(ZsbenchError, match="Did you mean: paper"):
+        resolve_config(*args, ["preset=papr"], DATA_PROVIDED)

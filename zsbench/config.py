@@ -5,10 +5,12 @@ dataclasses below for the runner). YAML files only override them:
 
     configs/datasets/<dataset>.yaml   {dataset: {...}}
     configs/methods/<method>.yaml     {model: {...}, trainer: {...}, eval: {...},
-                                       datasets: {<dataset>: {model: ..., trainer: ...}}}
+                                       datasets: {<dataset>: {model: ..., trainer: ...}},
+                                       presets: {<preset>: {model: ..., dataset: ..., ...}}}
 
-then `--set section.key=value` on the command line. Layers apply in that order. Every key is
-checked against the signature it overrides; an unknown key fails with "did you mean".
+then the preset chosen with `--set preset=<name>` (e.g. `paper`: the paper's sizes where the
+defaults are CPU-sized), then `--set section.key=value`. Layers apply in that order. Every key
+is checked against the signature it overrides; an unknown key fails with "did you mean".
 """
 
 from __future__ import annotations
@@ -148,8 +150,18 @@ def resolve_config(
     m_path = root / "methods" / f"{method}.yaml"
     m_yaml = load_yaml(m_path)
     per_dataset = m_yaml.pop("datasets", {}) or {}
+    presets = m_yaml.pop("presets", {}) or {}
     layers.append((str(m_path), m_yaml))
     layers.append((f"{m_path} (datasets.{dataset})", per_dataset.get(dataset, {}) or {}))
+    chosen = [t.split("=", 1)[1] for t in overrides if t.split("=", 1)[0] == "preset"]
+    overrides = [t for t in overrides if t.split("=", 1)[0] != "preset"]
+    for name in chosen:
+        if name not in presets:
+            raise ZsbenchError(
+                f"--set preset={name}: {m_path.name} has no preset {name!r}."
+                f"{did_you_mean(name, presets)} Presets: {', '.join(sorted(presets)) or 'none'}."
+            )
+        layers.append((f"{m_path} (presets.{name})", presets[name] or {}))
     for where, layer in layers:
         for section, updates in layer.items():
             if section not in cfg:
