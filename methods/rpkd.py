@@ -1,0 +1,374 @@
+"""RPKD: Relationship-Preserving Knowledge Distillation for zero-shot SBIR.
+
+Paper: Jialin Tian, Xing Xu, Zheng Wang, Fumin Shen, Xin Liu, "Relationship-Preserving Knowledge
+Distillation for Zero-Shot Sketch Based Image Retrieval", ACM MM 2021 (doi 10.1145/3474085.3475676).
+Official code: none public (searched GitHub for "RPKD", "Relationship-Preserving Knowledge
+Distillation", the authors' names). RPKD builds on SAKE's teacher-student framework
+(qliu24/SAKE): the training recipe (Adam, lr 1e-4, weight decay 5e-4, lr * 0.001^(epoch/epochs),
+512-d embedding, 20 epochs) follows SAKE's code where the paper text is not at hand.
+
+A frozen ImageNet-pretrained teacher (a second instance of the student's backbone, eval mode,
+no gradients) embeds every training image; the student (backbone + linear 512-d embedding +
+seen-class linear classifier) is trained on seen-class sketches and photos with
+
+  L = L_cls + lambda_ins * L_ins + lambda_con * L_con + lambda_eis * L_eis
+
+- L_cls: cross-entropy of the student's classifier over the seen classes (both domains);
+- L_ins (instance-level relationship): the teacher's pairwise cosine similarities among the
+  batch instances, as row-wise softmax distributions at temperature `tau_ins` (diagonal left
+  out), are the targets of the student's: KL(teacher row || student row), averaged over rows;
+- L_con (contrastive relationship between embedding spaces): InfoNCE with temperature
+  `tau_con` from a linear projection of the student embedding into the teacher space, whose
+  positive is the teacher embedding of the same instance and negatives the teacher embeddings
+  of the other batch instances;
+- L_eis (embedding-induced supervision): class embedding centres = mean of the teacher's
+  (L2-normalised) embeddings of the seen-class training photos, computed once when training
+  starts and then fixed. An instance's cosine similarities to its `top_k` most similar centres
+  (the "partial" centres), softmax at `tau_eis`, are the target of the student classifier's
+  confidences restricted to the same classes (KL).
+No semantic side information (word vectors, WordNet) is used, as in the paper.
+At test time sketches and photos are embedded by the student (L2-normalised 512-d, cosine).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.base import MethodMetadata, RetrievalMethod
+from zsbench.backbones import create_backbone, set_trainable_stages
+from zsbench.errors import ZsbenchError
+from zsbench.registry import METHODS
+
+PHOTO = 1
+
+# ---------------------------------------------------------------------------------------------
+# Losses (pure functions; computed in float32 whatever the autocast dtype)
+# ---------------------------------------------------------------------------------------------
+
+
+def _offdiag_cosine(x: Tensor) -> Tensor:
+    """Pairwise cosine similarities [B, B] with the diagonal masked to -inf."""
+    x = F.normalize(x.float(), dim=-1)
+    sim = x @ x.T
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    return sim.masked_fill(eye, float("-inf"))
+
+
+def relation_distillation_loss(student: Tensor, teacher: Tensor, tau: float) -> Tensor:
+    """Instance-level relationship distillation: mean over rows i of
+    KL(softmax_j(cos(t_i, t_j) / tau) || softmax_j(cos(s_i, s_j) / tau)), j != i.
+
+    The two embeddings may have different widths (only the B x B relations are compared).
+    0 when the student's relations equal the teacher's (e.g. student == teacher).
+    """
+    if len(student) < 3:  # with < 2 neighbours per row the distributions are trivially equal
+        return student.float().sum() * 0.0
+    log_s = F.log_softmax(_offdiag_cosine(student) / tau, dim=-1)
+    log_t = F.log_softmax(_offdiag_cosine(teacher) / tau, dim=-1)
+    off = ~torch.eye(len(student), dtype=torch.bool, device=student.device)
+    kl = (log_t.exp() * (log_t - log_s)).masked_fill(~off, 0.0).sum(-1)
+    return kl.mean()
+
+
+def contrastive_relation_loss(student_in_teacher: Tensor, teacher: Tensor, tau: float) -> Tensor:
+    """InfoNCE between embedding spaces: row i of cos(student_i, teacher_j) / tau is classified
+    as j = i (the same instance's teacher embedding is the positive, the other instances' the
+    negatives). `student_in_teacher` is the student embedding projected to the teacher width."""
+    s = F.normalize(student_in_teacher.float(), dim=-1)
+    t = F.normalize(teacher.float(), dim=-1)
+    logits = s @ t.T / tau
+    return F.cross_entropy(logits, torch.arange(len(s), device=s.device))
+
+
+def class_centres(embeddings: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class mean of `embeddings` [N, D] -> (centres [num_classes, D], has_centre [C] bool).
+    Classes without any row get a zero centre and has_centre False."""
+    emb = embeddings.float()
+    sums = torch.zeros(num_classes, emb.shape[1], dtype=emb.dtype, device=emb.device)
+    sums.index_add_(0, labels, emb)
+    counts = torch.bincount(labels, minlength=num_classes).to(emb.dtype)
+    has = counts > 0
+    return sums / counts.clamp(min=1).unsqueeze(1), has
+
+
+def embedding_induced_loss(
+    student_logits: Tensor,
+    teacher: Tensor,
+    centres: Tensor,
+    has_centre: Tensor,
+    top_k: int,
+    tau: float,
+) -> Tensor:
+    """Embedding-induced supervision: the target is softmax over the `top_k` classes whose
+    teacher centres are most cosine-similar to the instance's teacher embedding, of those
+    similarities / tau; the student's classifier logits, restricted to the same classes, are
+    pulled to it with KL(target || student)."""
+    t = F.normalize(teacher.float(), dim=-1)
+    sim = t @ F.normalize(centres.float(), dim=-1).T
+    sim = sim.masked_fill(~has_centre.unsqueeze(0), float("-inf"))
+    k = max(1, min(int(top_k), int(has_centre.sum())))
+    top_sim, top_idx = sim.topk(k, dim=-1)
+    target = F.softmax(top_sim / tau, dim=-1)
+    log_student = F.log_softmax(student_logits.float().gather(1, top_idx), dim=-1)
+    return (target * (target.clamp_min(1e-12).log() - log_student)).sum(-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# The method
+# ---------------------------------------------------------------------------------------------
+
+
+@METHODS.register("rpkd")
+class Rpkd(RetrievalMethod):
+    """Student fine-tuned on seen classes, distilled from a frozen ImageNet teacher."""
+
+    metadata = MethodMetadata(
+        title="RPKD",
+        task="sbir",
+        inputs="images",
+        trains=True,
+        paper=(
+            "Tian, Xu, Wang, Shen, Liu: Relationship-Preserving Knowledge Distillation for "
+            "Zero-Shot Sketch Based Image Retrieval, ACM MM 2021"
+        ),
+        year=2021,
+        code=None,
+        backbone="efficientnet_lite0 (ImageNet-1k) student and frozen teacher",
+        side_information=None,
+        deviations=(
+            "Backbone: EfficientNet-Lite0 (ImageNet) for teacher and student instead of the "
+            "paper's CSE-ResNet-50 / SE-ResNet-50 (SAKE framework), whose weights are not offline.",
+            "Teacher embedding space: the teacher's pooled 1280-d features (its ImageNet "
+            "classifier is not used); the contrastive term maps the student's 512-d embedding "
+            "into it with a trainable linear projection.",
+            "No official code: the loss forms (row-softmax KL of cosine relations, one-direction "
+            "InfoNCE, top-k centre KL), the temperatures, top_k and the unit loss weights are "
+            "zsbench's reading of the paper, not values checked against released code.",
+            "Recipe from SAKE's code (Adam 1e-4, wd 5e-4, lr*0.001^(epoch/epochs), 512-d, "
+            "20 epochs); CPU default: only the last `trainable_stages` backbone stages train "
+            "(their frozen BatchNorms in eval mode), a 10x lr on the new layers, 2 epochs, "
+            "batch 32, 64 px (synthetic) / 128 px (sketchy21-mini) images (preset=paper: full "
+            "fine-tuning, 224 px, 20 epochs, batch 40).",
+            "Batches are random seen-class items of both domains, not SAKE's 1/3 sketches + "
+            "2/3 photos from separate loaders.",
+            "Class centres come from the un-augmented training photos (teacher, once, at the "
+            "start of training).",
+        ),
+    )
+    similarity = "cosine"
+    train_on = "items"
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "efficientnet_lite0",
+        weights: str = "default",
+        teacher_backbone: str | None = None,
+        teacher_weights: str | None = None,
+        trainable_stages: int | None = 2,
+        embedding_dim: int = 512,
+        lambda_cls: float = 1.0,
+        lambda_ins: float = 1.0,
+        lambda_con: float = 1.0,
+        lambda_eis: float = 1.0,
+        tau_ins: float = 0.1,
+        tau_con: float = 0.07,
+        tau_eis: float = 0.1,
+        top_k: int = 10,
+        lr: float = 1e-4,
+        head_lr_mult: float = 10.0,
+        weight_decay: float = 5e-4,
+        lr_decay: float = 1e-3,
+        share_frozen_trunk: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.student, self.backbone_info = create_backbone(backbone, weights)
+        set_trainable_stages(self.student, trainable_stages)
+        teacher, self.teacher_info = create_backbone(
+            teacher_backbone or backbone, teacher_weights or weights
+        )
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        # kept out of `children()`-based train()/eval() switching: see `train` below
+        self.teacher = teacher.eval()
+        d_s, d_t = self.backbone_info.feature_dim, self.teacher_info.feature_dim
+        self.projection = nn.Linear(d_s, embedding_dim)
+        self.classifier = nn.Linear(embedding_dim, num_classes)
+        self.to_teacher = nn.Linear(embedding_dim, d_t)  # student -> teacher space (L_con)
+        self.register_buffer("centres", torch.zeros(num_classes, d_t))
+        self.register_buffer("has_centre", torch.zeros(num_classes, dtype=torch.bool))
+        self.register_buffer("centres_ready", torch.zeros((), dtype=torch.bool))
+        self.shared_stages = self._shared_stages() if share_frozen_trunk else None
+
+    def _shared_stages(self) -> int | None:
+        """How many leading block stages the student and the teacher can compute once.
+
+        When both are the same EfficientNet-style timm model (conv_stem, bn1, blocks, conv_head,
+        bn2) from the same weights file and the student's stem and first stages are frozen
+        (their BatchNorms kept in eval mode, see `train`), those layers compute the same thing in
+        both networks: run them once, then each network's own remaining stages. Saves most of
+        the teacher's cost on CPU; the result is identical to two full forwards (tested).
+        None: no sharing (different backbones or weights, random weights, full fine-tuning).
+        """
+        s, t = self.student, self.teacher
+        parts = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "forward_head")
+        same = (
+            self.backbone_info.name == self.teacher_info.name
+            and self.backbone_info.weights_sha256 is not None
+            and self.backbone_info.weights_sha256 == self.teacher_info.weights_sha256
+        )
+        if not same or not all(hasattr(s, a) and hasattr(t, a) for a in parts):
+            return None
+        if any(p.requires_grad for m in (s.conv_stem, s.bn1) for p in m.parameters()):
+            return None
+        n = 0
+        while n < len(s.blocks) and not any(p.requires_grad for p in s.blocks[n].parameters()):
+            n += 1
+        return n
+
+    # -- modes ---------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        """The teacher stays in eval mode (frozen BatchNorm statistics) whatever Lightning asks."""
+        super().train(mode)
+        self.teacher.eval()
+        for m in self.student.modules():  # frozen stages stay frozen: no running-stat updates
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in m.parameters()
+            ):
+                m.eval()
+        return self
+
+    # -- embeddings ----------------------------------------------------------------------
+    def student_forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(unnormalised student embedding [B, E], seen-class logits [B, C])."""
+        z = self.projection(self.student(images))
+        return z, self.classifier(z)
+
+    @torch.no_grad()
+    def teacher_forward(self, images: Tensor) -> Tensor:
+        """Teacher embedding [B, D_t] (pooled ImageNet features), never differentiated."""
+        self.teacher.eval()
+        return self.teacher(images)
+
+    def student_and_teacher(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(student embedding, student logits, teacher embedding) of one batch, computing the
+        shared frozen trunk once when possible (see `_shared_stages`)."""
+        n = self.shared_stages
+        if n is None:
+            z, logits = self.student_forward(images)
+            return z, logits, self.teacher_forward(images)
+        s, t = self.student, self.teacher
+        with torch.no_grad():
+            h = s.blocks[:n](s.bn1(s.conv_stem(images)))
+            self.teacher.eval()
+            t_emb = t.forward_head(t.bn2(t.conv_head(t.blocks[n:](h))))
+        z = self.projection(s.forward_head(s.bn2(s.conv_head(s.blocks[n:](h)))))
+        return z, self.classifier(z), t_emb
+
+    def encode_query(self, batch: dict) -> Tensor:
+        return F.normalize(self.projection(self.student(batch["image"])).float(), dim=-1)
+
+    encode_gallery = encode_query
+
+    # -- class centres ---------------------------------------------------------------------
+    @torch.no_grad()
+    def set_class_centres(self, teacher_embeddings: Tensor, labels: Tensor) -> None:
+        """Fix the centres from teacher embeddings of seen-class photos and their labels."""
+        centres, has = class_centres(
+            F.normalize(teacher_embeddings.float(), dim=-1), labels, self.hparams.num_classes
+        )
+        self.centres.copy_(centres)
+        self.has_centre.copy_(has)
+        self.centres_ready.fill_(True)
+
+    @torch.no_grad()
+    def compute_class_centres(self, loader) -> None:
+        """Centres from the training photos of `loader`: un-augmented, when the loader is a
+        zsbench item loader (its photos are re-read with the evaluation transform), else from
+        the photo rows of its batches as they come."""
+        from datamodules.base import ItemDataset
+
+        ds = getattr(loader, "dataset", None)
+        if isinstance(ds, ItemDataset) and ds.dm.features is None:
+            photos = [int(i) for i in ds.indices if ds.dm.items[int(i)].domain == PHOTO]
+            loader = torch.utils.data.DataLoader(
+                ItemDataset(ds.dm, np.array(photos, dtype=np.int64), train=False),
+                batch_size=ds.dm.eval_batch_size,
+                shuffle=False,
+                num_workers=ds.dm.num_workers,
+            )
+        embs, labels = [], []
+        for batch in loader:
+            keep = batch["domain"] == PHOTO
+            if keep.any():
+                images = batch["image"][keep].to(self.device)
+                embs.append(self.teacher_forward(images).float())
+                labels.append(batch["label"][keep].to(self.device))
+        if not embs:
+            raise ZsbenchError("RPKD needs seen-class training photos to compute class centres.")
+        self.set_class_centres(torch.cat(embs), torch.cat(labels))
+
+    def on_train_start(self) -> None:
+        if not bool(self.centres_ready):
+            self.compute_class_centres(self.trainer.train_dataloader)
+
+    # -- training --------------------------------------------------------------------------
+    def losses(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Every loss term on one batch of images, and their weighted sum under 'loss'."""
+        hp = self.hparams
+        z, logits, t = self.student_and_teacher(images)
+        out = {
+            "cls": F.cross_entropy(logits.float(), labels),
+            "ins": relation_distillation_loss(z, t, hp.tau_ins),
+            "con": contrastive_relation_loss(self.to_teacher(z), t, hp.tau_con),
+            "eis": embedding_induced_loss(
+                logits, t, self.centres, self.has_centre, hp.top_k, hp.tau_eis
+            ),
+        }
+        out["loss"] = (
+            hp.lambda_cls * out["cls"]
+            + hp.lambda_ins * out["ins"]
+            + hp.lambda_con * out["con"]
+            + hp.lambda_eis * out["eis"]
+        )
+        out["acc"] = (logits.argmax(-1) == labels).float().mean()
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if not bool(self.centres_ready):
+            raise ZsbenchError(
+                "RPKD: class centres are not set; call compute_class_centres(loader) or "
+                "set_class_centres(...) before training outside a Lightning Trainer."
+            )
+        out = self.losses(batch["image"], batch["label"])
+        n = len(batch["label"])
+        for key, value in out.items():
+            self.log(f"train/{key}", value, prog_bar=key in ("loss", "acc"), batch_size=n)
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        z, logits = self.student_forward(batch["image"])
+        acc = (logits.argmax(-1) == batch["label"]).float().mean()
+        self.log("val/acc", acc, prog_bar=True, batch_size=len(logits))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        backbone = [p for p in self.student.parameters() if p.requires_grad]
+        heads = [*self.projection.parameters(), *self.classifier.parameters()]
+        heads += list(self.to_teacher.parameters())
+        groups = [{"params": heads, "lr": hp.lr * hp.head_lr_mult}]
+        if backbone:
+            groups.append({"params": backbone, "lr": hp.lr})
+        opt = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+        # SAKE: lr * 0.001 ** (epoch / epochs), stepped per epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: math.pow(hp.lr_decay, min(e, epochs) / epochs)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
