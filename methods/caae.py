@@ -1,0 +1,170 @@
+"""CAAE: a conditional adversarial autoencoder that generates photo features from a sketch.
+
+Paper: S. K. Yelamarthi, S. K. Reddy, A. Mishra, A. Mittal, "A Zero-Shot Framework for Sketch
+Based Image Retrieval", ECCV 2018 (the paper's second generative model; it found CVAE better).
+Official code: github.com/ShivaKrishnaM/ZS-SBIR, which ships only the CVAE script; the CAAE here
+follows the paper's description on top of the CVAE code's building blocks.
+
+Same networks as methods/cvae.py (`FeatureGenerator`): an encoder of [photo, sketch] to a
+deterministic latent code z, a decoder of [z, sketch] to the photo feature, the sketch
+regressor on the generated feature. Instead of the KL term, a discriminator on z tells codes of
+the encoder from draws of the prior N(0, I) (Makhzani et al., adversarial autoencoders), and the
+encoder is trained to fool it. One batch (manual optimisation, two Adam optimisers):
+    autoencoder: 1.0 * MSE(photo_hat, photo) + 10 * MSE(sketch_hat, sketch)
+                 + adv_weight * BCE(D(E(photo, sketch)), real)
+    discriminator: BCE(D(z_prior), real) + BCE(D(E(photo, sketch)), fake)
+Retrieval as CVAE: mean decoder output over 100 draws z ~ N(0, I), cosine against photo features.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.base import MethodMetadata, RetrievalMethod
+from methods.cvae import FeatureGenerator, feature_mse, keras_init
+from zsbench.registry import METHODS
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """BCE with prior samples labelled 1 and encoder codes labelled 0, averaged over each."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+def generator_loss(fake_logits: Tensor) -> Tensor:
+    """Non-saturating encoder loss: BCE of the encoder codes against the 'prior' label."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+class LatentDiscriminator(nn.Module):
+    """MLP scoring whether a latent code was drawn from the prior (logit > 0) or encoded."""
+
+    def __init__(self, latent_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden_dim),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden_dim, 1),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).squeeze(-1)
+
+
+@METHODS.register("caae")
+class CAAE(RetrievalMethod):
+    """Conditional adversarial autoencoder generating photo features from sketch features."""
+
+    metadata = MethodMetadata(
+        title="CAAE (zero-shot SBIR)",
+        task="sbir",
+        inputs="features",
+        trains=True,
+        paper=(
+            "S. K. Yelamarthi, S. K. Reddy, A. Mishra, A. Mittal: A Zero-Shot Framework for "
+            "Sketch Based Image Retrieval, ECCV 2018"
+        ),
+        year=2018,
+        code="ShivaKrishnaM/ZS-SBIR",
+        backbone="efficientnet_lite0 (ImageNet-1k), frozen",
+        side_information=None,
+        deviations=(
+            "The official repository has no CAAE script: encoder, decoder, sketch regressor, "
+            "optimiser and loss weights are the CVAE script's; the discriminator (two hidden "
+            "LeakyReLU layers of 1024) and the adversarial weight (1.0) are zsbench's choices.",
+            "Backbone features: EfficientNet-Lite0 ImageNet pooled features (1280-d) instead "
+            "of VGG16 fc7 (4096-d), whose weights are not available offline.",
+            "Fewer epochs than the CVAE script's 25 by default (CPU budget), see "
+            "configs/methods/caae.yaml.",
+            "The gallery is the unseen-class photos of the dataset, not the official code's "
+            "'extended' Sketchy photo set; metrics are zsbench's (mAP@all, P@K), not mAP@200.",
+        ),
+    )
+    similarity = "cosine"
+    train_on = "pairs"
+
+    def __init__(
+        self,
+        feature_dim: int,
+        backbone: str = "efficientnet_lite0",
+        weights: str = "default",
+        pairing: str = "instance",
+        hidden_dim: int = 2048,
+        latent_dim: int = 1024,
+        dropout: float = 0.3,
+        disc_hidden_dim: int = 1024,
+        recon_weight: float = 1.0,
+        sketch_recon_weight: float = 10.0,
+        adv_weight: float = 1.0,
+        lr: float = 2e-4,
+        disc_lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        n_samples: int = 100,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = FeatureGenerator(feature_dim, hidden_dim, latent_dim, dropout)
+        self.to_latent = nn.Linear(hidden_dim, latent_dim)
+        self.discriminator = LatentDiscriminator(latent_dim, disc_hidden_dim)
+        keras_init(self)
+
+    def encode_latent(self, sketch: Tensor, photo: Tensor) -> Tensor:
+        return self.to_latent(self.generator.encode_trunk(photo, sketch))
+
+    def autoencoder_losses(self, sketch: Tensor, photo: Tensor) -> dict[str, Tensor]:
+        """Reconstruction, sketch-regression and fooling terms; also returns the codes `z`."""
+        z = self.encode_latent(sketch, photo)
+        photo_hat = self.generator.decode(z, sketch)
+        sketch_hat = self.generator.sketch_regressor(photo_hat)
+        recon = feature_mse(photo_hat, photo)
+        sketch_recon = feature_mse(sketch_hat, sketch)
+        adv = generator_loss(self.discriminator(z))
+        hp = self.hparams
+        loss = hp.recon_weight * recon + hp.sketch_recon_weight * sketch_recon + hp.adv_weight * adv
+        return {"loss": loss, "recon": recon, "sketch_recon": sketch_recon, "adv": adv, "z": z}
+
+    def discriminator_step_loss(self, z: Tensor) -> Tensor:
+        prior = torch.randn_like(z)
+        return discriminator_loss(self.discriminator(prior), self.discriminator(z.detach()))
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        opt_ae, opt_d = self.optimizers()
+        sketch, photo = batch["sketch"], batch["photo"]
+
+        terms = self.autoencoder_losses(sketch, photo)
+        opt_ae.zero_grad()
+        self.manual_backward(terms["loss"])
+        opt_ae.step()
+
+        # the discriminator sees the codes of the encoder before its update (detached)
+        d_loss = self.discriminator_step_loss(terms["z"])
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+
+        logs = {f"train/{k}": v.detach() for k, v in terms.items() if k != "z"}
+        logs["train/disc"] = d_loss.detach()
+        self.log_dict(logs, batch_size=len(sketch))
+        return terms["loss"].detach()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        ae = [p for n, p in self.named_parameters() if not n.startswith("discriminator.")]
+        opt_ae = torch.optim.Adam(ae, lr=hp.lr, betas=(hp.beta1, hp.beta2))
+        opt_d = torch.optim.Adam(
+            self.discriminator.parameters(), lr=hp.disc_lr, betas=(hp.beta1, hp.beta2)
+        )
+        return opt_ae, opt_d
+
+    def encode_query(self, batch: dict) -> Tensor:
+        return self.generator.generate_mean(batch["feature"], self.hparams.n_samples)
+
+    def encode_gallery(self, batch: dict) -> Tensor:
+        return batch["feature"]

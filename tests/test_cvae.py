@@ -1,0 +1,138 @@
+"""CVAE (Yelamarthi et al., ECCV 2018): losses, gradients, generation, training, CLI smoke."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import pytest
+import torch
+
+import methods.cvae  # noqa: F401  (registers "cvae")
+from methods.cvae import CVAE, FeatureGenerator, feature_mse, kl_standard_normal
+from zsbench.cli import main
+
+
+def small(**kw) -> CVAE:
+    args = {"feature_dim": 12, "hidden_dim": 16, "latent_dim": 4, "n_samples": 5}
+    return CVAE(**{**args, **kw})
+
+
+def test_defaults_are_the_official_code():
+    p = inspect.signature(CVAE.__init__).parameters
+    official = {
+        "hidden_dim": 2048,
+        "latent_dim": 1024,
+        "dropout": 0.3,
+        "recon_weight": 1.0,
+        "sketch_recon_weight": 10.0,
+        "lr": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        "n_samples": 100,
+        "pairing": "instance",
+    }
+    assert {k: p[k].default for k in official} == official
+    assert CVAE.train_on == "pairs" and CVAE.similarity == "cosine"
+
+
+def test_architecture_shapes():
+    m = CVAE(feature_dim=10, hidden_dim=8, latent_dim=3)
+    enc = [x for x in m.generator.encoder if isinstance(x, torch.nn.Linear)]
+    assert [(x.in_features, x.out_features) for x in enc] == [(20, 16), (16, 8)]
+    assert (m.mu.in_features, m.mu.out_features) == (8, 3)
+    dec = [x for x in m.generator.decoder if isinstance(x, torch.nn.Linear)]
+    assert [(x.in_features, x.out_features) for x in dec] == [(13, 8), (8, 10)]
+    reg = [x for x in m.generator.sketch_regressor if isinstance(x, torch.nn.Linear)]
+    assert [(x.in_features, x.out_features) for x in reg] == [(10, 8), (8, 10)]
+
+
+def test_forward_backward_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    m = small()
+    terms = m.losses(torch.rand(8, 12), torch.rand(8, 12))
+    assert all(torch.isfinite(v) for v in terms.values())
+    terms["loss"].backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_kl_closed_form():
+    mu, log_var = torch.zeros(3, 5), torch.zeros(3, 5)
+    assert torch.allclose(kl_standard_normal(mu, log_var), torch.zeros(3))
+    # KL(N(1, 1) || N(0, 1)) = 0.5 per dimension
+    assert torch.allclose(
+        kl_standard_normal(torch.ones(2, 4), torch.zeros(2, 4)), torch.full((2,), 2.0)
+    )
+    # KL(N(0, e) || N(0, 1)) = 0.5 (e - 1 - 1) per dimension
+    kl = kl_standard_normal(torch.zeros(1, 1), torch.ones(1, 1))
+    assert kl.item() == pytest.approx(0.5 * (math.e - 2.0))
+
+
+def test_feature_mse_closed_form():
+    pred, target = torch.zeros(2, 4), torch.tensor([[1.0, 1, 1, 1], [2, 0, 0, 0]])
+    # row means 1 and 1, batch mean 1
+    assert feature_mse(pred, target).item() == pytest.approx(1.0)
+
+
+def test_total_loss_weights():
+    torch.manual_seed(0)
+    m = small(sketch_recon_weight=10.0, recon_weight=1.0).eval()
+    s, p = torch.rand(4, 12), torch.rand(4, 12)
+    t = m.losses(s, p)
+    assert t["loss"].item() == pytest.approx(
+        (t["recon"] + t["kl"] + 10.0 * t["sketch_recon"]).item(), rel=1e-5
+    )
+
+
+def test_generate_mean_is_the_mean_over_prior_draws():
+    torch.manual_seed(0)
+    g = FeatureGenerator(feature_dim=6, hidden_dim=8, latent_dim=3).eval()
+    sketch = torch.rand(5, 6)
+    torch.manual_seed(1)
+    out = g.generate_mean(sketch, n_samples=7, chunk=14)  # 2 sketches per chunk
+    torch.manual_seed(1)
+    expected = []
+    for i in range(0, 5, 2):
+        s = sketch[i : i + 2].repeat_interleave(7, dim=0)
+        z = torch.randn(len(s), 3)
+        expected.append(g.decode(z, s).view(-1, 7, 6).mean(1))
+    assert torch.allclose(out, torch.cat(expected), atol=1e-6)
+    m = small().eval()
+    q = m.encode_query({"feature": torch.rand(3, 12)})
+    assert q.shape == (3, 12) and (q >= 0).all()
+    gal = torch.rand(3, 12)
+    assert torch.equal(m.encode_gallery({"feature": gal}), gal)
+
+
+def test_short_training_lowers_the_loss():
+    torch.manual_seed(0)
+    d = 12
+    sketch = torch.rand(256, d)
+    photo = torch.relu(sketch @ torch.rand(d, d) / d + 0.05 * torch.randn(256, d))
+    m = small(hidden_dim=32, lr=1e-3)
+
+    def total_loss() -> float:
+        # train mode (batch statistics) with fixed dropout and latent draws: BatchNorm's
+        # Keras-like running averages (momentum 0.01) lag behind over so few steps
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return m.losses(sketch, photo)["loss"].item()
+
+    before = total_loss()
+    opt = m.configure_optimizers()
+    for _ in range(100):
+        i = torch.randint(0, 256, (64,))
+        loss = m.losses(sketch[i], photo[i])["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert total_loss() < 0.5 * before
+
+
+def test_bench_fast_dev_run(tmp_path, tiny):
+    args = ["bench", "--method", "cvae", "--dataset", "synthetic", "--results-dir", str(tmp_path)]
+    args += ["--no-progress", *[x for o in tiny for x in ("--set", o)]]
+    args += ["--set", "trainer.fast_dev_run=true", "--set", "model.hidden_dim=32"]
+    args += ["--set", "model.latent_dim=8", "--set", "model.n_samples=4"]
+    assert main(args) == 0
