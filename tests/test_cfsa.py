@@ -1,0 +1,118 @@
+"""CFSA: WGAN-GP pieces on hand-built inputs, gradient routing, a short training, a CLI run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import methods.cfsa  # noqa: F401  (registers "cfsa")
+from methods.cfsa import Cfsa, gradient_penalty
+from zsbench.cli import main
+
+FEAT, CLASSES, SEM = 16, 4, 8
+
+
+def make_model(**kw) -> Cfsa:
+    rng = np.random.default_rng(0)
+    emb = {"minilm": rng.normal(size=(CLASSES, SEM)).astype(np.float32)}
+    args = dict(hidden_dim=32, n_critic=2)
+    return Cfsa(feature_dim=FEAT, num_classes=CLASSES, class_embeddings=emb, **(args | kw))
+
+
+def pair_batch(n: int = 16, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(CLASSES, FEAT, generator=g) * 2
+    label = torch.arange(n) % CLASSES
+    sketch = centres[label] + 0.2 * torch.rand(n, FEAT, generator=g)
+    photo = centres[label].flip(-1) + 0.2 * torch.rand(n, FEAT, generator=g)
+    return {"sketch": sketch, "photo": photo, "label": label, "index": torch.arange(n)}
+
+
+@pytest.fixture
+def one_thread():
+    """Small models train faster single-threaded on a busy machine (no thread contention)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_gradient_penalty_closed_form():
+    # D(x, a) = w . x has gradient w everywhere: penalty (||w|| - 1)^2
+    critic = nn.Linear(3 + 2, 1, bias=False)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[3.0, 4.0, 0.0, 7.0, 7.0]]))
+    real, fake, cond = torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 2)
+    assert gradient_penalty(critic, real, fake, cond).item() == pytest.approx(16.0)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[0.6, 0.8, 0.0, 1.0, 1.0]]))
+    assert gradient_penalty(critic, real, fake, cond).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_losses_finite_and_gradients_reach_the_right_networks():
+    model = make_model()
+    batch = pair_batch()
+    d_out = model.critic_loss(batch)
+    model.zero_grad()
+    d_out["loss"].backward()
+    assert all(p.grad is not None for p in model.critics.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.generators.parameters())
+
+    model.zero_grad()
+    g_out, fakes = model.generator_loss(batch)
+    assert all(torch.isfinite(v) for v in g_out.values())
+    g_out["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generators.parameters())
+
+    model.zero_grad()
+    r_out = model.regressor_loss(batch, fakes)
+    assert all(torch.isfinite(v) for v in r_out.values())
+    r_out["loss"].backward()
+    for mod in (model.regressors, model.decoders):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mod.parameters())
+    # the synthetic features are detached: the regressor loss does not train the generators
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.generators.parameters())
+
+
+def test_regression_of_exact_class_embeddings_is_zero():
+    model = make_model()
+    a = model.class_emb[torch.tensor([0, 1])]
+    assert ((a - a).pow(2).sum(-1).mean()).item() == 0.0  # the loss form used for R and cycle
+    items = {
+        "feature": torch.rand(5, FEAT),
+        "label": torch.zeros(5).long(),
+        "domain": torch.zeros(5).long(),
+    }
+    assert model.encode_query(items).shape == (5, SEM)
+    assert torch.equal(model.encode_query(items), model.embed_items(items))
+
+
+def test_short_training_lowers_regression_loss(one_thread):
+    torch.manual_seed(0)
+    model = make_model(lr=1e-3)
+    opt_d, opt_g, opt_r = model.configure_optimizers()
+    batch = pair_batch(32)
+    first = model.regressor_loss(batch, model.generator_loss(batch)[1])["regression"].item()
+    for _ in range(60):
+        for _ in range(model.hparams.n_critic):
+            opt_d.zero_grad()
+            model.critic_loss(batch)["loss"].backward()
+            opt_d.step()
+        opt_g.zero_grad()
+        g_out, fakes = model.generator_loss(batch)
+        g_out["loss"].backward()
+        opt_g.step()
+        opt_r.zero_grad()
+        model.regressor_loss(batch, fakes)["loss"].backward()
+        opt_r.step()
+    last = model.regressor_loss(batch, model.generator_loss(batch)[1])["regression"].item()
+    assert last < 0.5 * first
+
+
+def test_bench_fast_dev_run(tmp_path, tiny):
+    args = ["bench", "--method", "cfsa", "--dataset", "synthetic"]
+    args += ["--results-dir", str(tmp_path), "--no-progress"]
+    args += [x for o in tiny for x in ("--set", o)] + ["--set", "trainer.fast_dev_run=true"]
+    assert main(args) == 0
