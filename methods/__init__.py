@@ -1,3 +1,14 @@
 """One module per method; importing this package registers them all (see zsbench.registry)."""
 
-from methods import caae, cfsa, cvae, frozen, lcale, rpkd, sem_pcyc, supervised  # noqa: F401
+from methods import (  # noqa: F401
+    caae,
+    cfsa,
+    cvae,
+    doodle2search,
+    frozen,
+    lcale,
+    rpkd,
+    sem_pcyc,
+    sketchgcn,
+    supervised,
+)
