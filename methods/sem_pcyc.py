@@ -397,60 +397,13 @@ class SemPcycBinary(SemPcyc):
     )
     similarity = "dot"  # on +-1 codes: n_bits - 2 * Hamming distance
 
-    def __init__(
-        self,
-        feature_dim: int,
-        num_classes: int,
-        class_embeddings: dict,
-        backbone: str = "efficientnet_lite0",
-        weights: str = "default",
-        semantics: str = "minilm,wordnet",
-        pairing: str = "class",
-        dim_out: int = 128,
-        lambda_se: float = 10.0,
-        lambda_im: float = 10.0,
-        lambda_sk: float = 10.0,
-        lambda_gen_cyc: float = 1.0,
-        lambda_gen_adv: float = 1.0,
-        lambda_gen_cls: float = 1.0,
-        lambda_gen_reg: float = 0.1,
-        lambda_disc_se: float = 0.25,
-        lambda_disc_sk: float = 0.5,
-        lambda_disc_im: float = 0.5,
-        lambda_regular: float = 0.001,
-        lr: float = 1e-4,
-        momentum: float = 0.9,
-        lr_ae_factor: float = 100.0,
-        n_bits: int = 64,
-        itq_iters: int = 50,
-    ) -> None:
+    def __init__(self, n_bits: int = 64, itq_iters: int = 50, **kwargs) -> None:
+        """`n_bits`, `itq_iters`: the ITQ code; everything else is SemPcyc's (same defaults)."""
+        super().__init__(**kwargs)
+        self.save_hyperparameters(ignore=["class_embeddings"])
+        dim_out = self.hparams.dim_out
         if not 0 < n_bits <= dim_out:
             raise ZsbenchError(f"n_bits must be in 1..dim_out={dim_out}, got {n_bits}.")
-        super().__init__(
-            feature_dim,
-            num_classes,
-            class_embeddings,
-            backbone=backbone,
-            weights=weights,
-            semantics=semantics,
-            pairing=pairing,
-            dim_out=dim_out,
-            lambda_se=lambda_se,
-            lambda_im=lambda_im,
-            lambda_sk=lambda_sk,
-            lambda_gen_cyc=lambda_gen_cyc,
-            lambda_gen_adv=lambda_gen_adv,
-            lambda_gen_cls=lambda_gen_cls,
-            lambda_gen_reg=lambda_gen_reg,
-            lambda_disc_se=lambda_disc_se,
-            lambda_disc_sk=lambda_disc_sk,
-            lambda_disc_im=lambda_disc_im,
-            lambda_regular=lambda_regular,
-            lr=lr,
-            momentum=momentum,
-            lr_ae_factor=lr_ae_factor,
-        )
-        self.save_hyperparameters(ignore=["class_embeddings"])
         self.register_buffer("itq_mean", torch.zeros(2, dim_out))  # rows: sketch, photo
         self.register_buffer("itq_projection", torch.zeros(dim_out, n_bits))
         self.register_buffer("itq_fitted", torch.tensor(False))

@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from methods.base import DATA_PROVIDED, MethodMetadata, RetrievalMethod
-from zsbench.config import configs_dir, load_yaml, parse_override, resolve_config
+from zsbench.config import configs_dir, init_parameters, load_yaml, parse_override, resolve_config
 from zsbench.errors import ZsbenchError
 from zsbench.registry import DATASETS, METHODS, Registry
 
@@ -34,7 +34,7 @@ def test_method_name_matches_file_config_and_metadata(name):
     assert meta.task in ("sbir", "cir") and meta.inputs in ("features", "images")
     assert meta.paper and meta.backbone
     if meta.inputs == "features":  # the runner extracts features with these
-        params = inspect.signature(cls.__init__).parameters
+        params = init_parameters(cls)
         assert "backbone" in params and "weights" in params
 
 
@@ -46,7 +46,7 @@ def test_method_yaml_keys_exist_in_signature(name):
     )
     assert set(cfg) == {"model", "dataset", "trainer", "eval"}
     raw = load_yaml(configs_dir() / "methods" / f"{name}.yaml")
-    params = inspect.signature(METHODS.get(name).__init__).parameters
+    params = init_parameters(METHODS.get(name))
     for key in raw.get("model") or {}:
         assert key in params and key not in DATA_PROVIDED
 

@@ -95,9 +95,24 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+def init_parameters(cls: Any) -> dict[str, inspect.Parameter]:
+    """`cls.__init__`'s parameters; a `**kwargs` passed on to the parent adds the parent's own,
+    so a variant declares only what it adds and its defaults stay in one place."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(klass.__init__).parameters
+        for name, p in sig.items():
+            params.setdefault(name, p)
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+            break
+    return params
+
+
 def signature_defaults(cls: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """Keyword parameters of `cls.__init__` with their defaults (required ones map to None)."""
-    params = inspect.signature(cls.__init__).parameters
+    params = init_parameters(cls)
     out = {}
     for name, p in params.items():
         if name == "self" or name in exclude or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

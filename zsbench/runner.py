@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import inspect
 import json
 import os
 import time
@@ -22,7 +21,7 @@ import torch
 
 from methods.base import DATA_PROVIDED
 from zsbench.chance import chance_metrics
-from zsbench.config import resolve_config
+from zsbench.config import init_parameters, resolve_config
 from zsbench.errors import ZsbenchError
 from zsbench.evaluation import evaluate_sbir
 from zsbench.features import cached_features
@@ -153,7 +152,7 @@ def bench(
         timings["features_s"], timings["feature_cache_hit"] = stats["seconds"], stats["cache_hit"]
 
     provided = dm.data_info()
-    params = inspect.signature(method_cls.__init__).parameters
+    params = init_parameters(method_cls)
     side_info = None
     if "class_embeddings" in params:
         provided["class_embeddings"], side_info = side_information(cfg["model"], dm.split.seen)
