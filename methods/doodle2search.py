@@ -219,11 +219,9 @@ class Doodle2Search(RetrievalMethod):
             "exp(-||w_a - w_n||^2 / 0.1) of the word vectors (semantically hard negatives).",
             "Validation / early stopping: mAP of held-out items of the seen classes (sketches "
             "vs photos), not of held-out seen classes (the official 10% validation classes).",
-            "Both encoders start from the same weights (`tie_init`), new layers included, and are "
-            "then trained separately. Official: both VGGs load the same ImageNet weights, fc6/fc7 "
-            "included, but each branch draws its own random 4096->256 layer; with all head layers "
-            "new here, untied inits put sketches and photos in unrelated spaces at the start, "
-            "which a few CPU epochs do not undo (measured: seen-class val mAP ~0.09 on synthetic).",
+            "Both encoders start from the same weights (`tie_init`, new layers included) and "
+            "are then trained separately. Official: both VGGs load the same ImageNet weights "
+            "(fc6/fc7 included) but each branch draws its own random 4096->256 layer.",
             "Domain classifier: sigmoid + BCE computed as BCE-with-logits (same value, stable "
             "under mixed precision).",
             "CPU defaults: only the last `trainable_stages` backbone stages train, the new "
