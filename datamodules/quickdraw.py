@@ -40,14 +40,7 @@ class QuickDraw(RealSBIRDataModule):
         "datasets/QuickDraw/zeroshot."
     )
 
-    def __init__(
-        self,
-        root: str | None = None,
-        split: str = "quickdraw30",
-        unseen: list[str] | str | None = None,
-        file_lists: str | None = None,
-        image_size: int = 224,
-        val_fraction: float = 0.1,
-        skip_bad: bool = False,
-    ) -> None:
-        super().__init__(root, split, unseen, file_lists, image_size, val_fraction, skip_bad)
+    def __init__(self, split: str = "quickdraw30", **kwargs) -> None:
+        """Only the default split is this dataset's own; the rest (root, unseen, file_lists,
+        image_size, val_fraction, skip_bad) and their defaults are RealSBIRDataModule's."""
+        super().__init__(split=split, **kwargs)

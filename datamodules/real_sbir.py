@@ -137,13 +137,13 @@ class RealSBIRDataModule(SBIRDataModule):
 
     def __init__(
         self,
-        root: str | None,
-        split: str,
-        unseen: list[str] | str | None,
-        file_lists: str | None,
-        image_size: int,
-        val_fraction: float,
-        skip_bad: bool,
+        root: str | None = None,
+        split: str = "",
+        unseen: list[str] | str | None = None,
+        file_lists: str | None = None,
+        image_size: int = 224,
+        val_fraction: float = 0.1,
+        skip_bad: bool = False,
     ) -> None:
         super().__init__(image_size=image_size, val_fraction=val_fraction, skip_bad=skip_bad)
         self.root = root

@@ -41,14 +41,7 @@ class TUBerlin(RealSBIRDataModule):
         "download_datasets.sh (github.com/sounakdey/doodle2search) fetches and renames both."
     )
 
-    def __init__(
-        self,
-        root: str | None = None,
-        split: str = "tuberlin30",
-        unseen: list[str] | str | None = None,
-        file_lists: str | None = None,
-        image_size: int = 224,
-        val_fraction: float = 0.1,
-        skip_bad: bool = False,
-    ) -> None:
-        super().__init__(root, split, unseen, file_lists, image_size, val_fraction, skip_bad)
+    def __init__(self, split: str = "tuberlin30", **kwargs) -> None:
+        """Only the default split is this dataset's own; the rest (root, unseen, file_lists,
+        image_size, val_fraction, skip_bad) and their defaults are RealSBIRDataModule's."""
+        super().__init__(split=split, **kwargs)
