@@ -11,14 +11,20 @@ BASELINES ?= frozen
 OVERRIDES ?=
 RESULTS ?= results
 BENCH_ARGS ?=
+METHODS ?= frozen supervised
+DATASETS ?= synthetic
+SEEDS ?= 0
+JOBS ?= 1
+SHARD ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bench leaderboard test lint format benchmark-evaluator clean
+.PHONY: help install bench sweep leaderboard report test lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 	@echo "  variables: METHOD=$(METHOD) DATASET=$(DATASET) SEED=$(SEED) OVERRIDES=\"k=v ...\" RESULTS=$(RESULTS)"
+	@echo "  sweep:     METHODS=\"$(METHODS)\" DATASETS=\"$(DATASETS)\" SEEDS=\"$(SEEDS)\" JOBS=$(JOBS) SHARD=i/n"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,8 +41,15 @@ bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, su
 	$(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) \
 	  $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
 
+sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS with JOBS workers; resumable, skips finished cells
+	$(VENV)/bin/zsbench sweep --methods $(METHODS) --datasets $(DATASETS) --seeds $(SEEDS) \
+	  --jobs $(JOBS) $(if $(SHARD),--shard $(SHARD)) --results-dir $(RESULTS) $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
+
 leaderboard: $(STAMP) ## rebuild and print the leaderboard from RESULTS
 	$(VENV)/bin/zsbench leaderboard --results-dir $(RESULTS)
+
+report: $(STAMP) ## write RESULTS/report.html: tables, bar charts, PR curves, retrieval grids
+	$(VENV)/bin/zsbench report --results-dir $(RESULTS)
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -3,8 +3,10 @@
 from methods import (  # noqa: F401
     caae,
     cfsa,
+    clip_zeroshot,
     cvae,
     doodle2search,
+    drcpl,
     frozen,
     lcale,
     rpkd,

@@ -125,7 +125,8 @@ def embedding_mlp(in_dim: int, hidden_dim: int, out_dim: int, dropout: float) ->
 
 
 class Encoder(nn.Module):
-    """Backbone feature map -> attention -> average pooling -> embedding MLP."""
+    """Backbone feature map -> attention -> average pooling -> embedding MLP (-> unit length
+    when `normalize`)."""
 
     def __init__(
         self,
@@ -137,8 +138,10 @@ class Encoder(nn.Module):
         dropout: float,
         attention: bool,
         attention_hidden: int,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
+        self.normalize = normalize
         self.backbone, self.info = create_backbone(backbone, weights)
         set_trainable_stages(self.backbone, trainable_stages)
         with torch.no_grad():  # channels of forward_features (timm's num_features may differ)
@@ -154,7 +157,8 @@ class Encoder(nn.Module):
         mask = None
         if self.attention is not None:
             x, mask = self.attention(x)
-        return self.head(x.mean(dim=(2, 3))), mask
+        e = self.head(x.mean(dim=(2, 3)))
+        return (F.normalize(e.float(), dim=-1).to(e.dtype) if self.normalize else e), mask
 
 
 def semantic_decoder(embedding_dim: int, semantic_dim: int, hidden: int, dropout: float):
@@ -228,6 +232,11 @@ class Doodle2Search(RetrievalMethod):
             "layers get a 10x lr and the base lr is 1e-3 (paper: 1e-4 everywhere), a 1024-d "
             "MLP (paper fc6/fc7: 4096), 3 epochs, 64-128 px images and training "
             "augmentation (official: none); --set preset=paper restores the paper's recipe.",
+            "CPU default `normalize=True`: embeddings are L2-normalised before the losses and "
+            "retrieval (official: unnormalised). With a new, randomly initialised head the "
+            "photo norms dominate Euclidean ranking (every sketch gets the same photo order) "
+            "and ~100 steps of the unnormalised triplet loss only grow the sketch norms; "
+            "VGG's pretrained fc6/fc7 avoid that in the official code.",
         ),
     )
     similarity = "euclidean"  # the official test ranks by Euclidean distance
@@ -262,6 +271,7 @@ class Doodle2Search(RetrievalMethod):
         weight_decay: float = 5e-4,
         early_stop_patience: int | None = 20,
         tie_init: bool = True,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["class_embeddings"])
@@ -292,6 +302,7 @@ class Doodle2Search(RetrievalMethod):
             dropout=dropout,
             attention=attention,
             attention_hidden=attention_hidden,
+            normalize=normalize,
         )
         self.sketch_net = Encoder(**enc)
         self.photo_net = Encoder(**enc)

@@ -1,10 +1,11 @@
-"""The `zsbench` command line: methods, datasets, bench, leaderboard, evaluate."""
+"""The `zsbench` command line: methods, datasets, bench, sweep, leaderboard, report, evaluate."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +72,75 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     df = update_leaderboard(root)
     print(format_table(df, max_metrics=args.metrics))
     print(f"\n{root / 'leaderboard.csv'}, {root / 'leaderboard.md'}")
+    if args.wandb:
+        from zsbench.leaderboard import push_to_wandb
+
+        print(f"W&B table logged (run files: {push_to_wandb(df, root)})")
+    return 0
+
+
+def _names(values: list[str], registry, task: str | None = None) -> list[str]:
+    """Space- or comma-separated names; 'all' = every registered name (of `task`)."""
+    names = [n for v in values for n in v.replace(",", " ").split()]
+    if names == ["all"]:
+        names = registry.names()
+        if task is not None:
+            names = [n for n in names if registry.get(n).metadata.task == task]
+    return names
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from zsbench.leaderboard import format_table, update_leaderboard
+    from zsbench.registry import DATASETS, METHODS
+    from zsbench.results import results_dir
+    from zsbench.sweep import (
+        expand_grid,
+        parse_shard,
+        pending,
+        run_sweep,
+        shard,
+        summary_table,
+        wandb_sweep_config,
+    )
+
+    datasets = _names(args.datasets, DATASETS)
+    tasks = {DATASETS.get(d).task for d in datasets}
+    methods = _names(args.methods, METHODS, task=next(iter(tasks)) if len(tasks) == 1 else None)
+    seeds = [int(s) for s in args.seeds]
+    if args.emit_wandb:
+        import yaml
+
+        cfg = wandb_sweep_config(methods, datasets, seeds, args.set, args.results_dir)
+        Path(args.emit_wandb).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        print(f"Wrote {args.emit_wandb}: `wandb sweep {args.emit_wandb}`, then `wandb agent ID`.")
+        return 0
+    cells, notes = expand_grid(methods, datasets, seeds)
+    for note in notes:
+        print(f"note: {note}")
+    i, n = parse_shard(args.shard)
+    cells = shard(cells, i, n)
+    todo, done = pending(cells, args.set, args.results_dir)
+    print(
+        f"sweep: {len(cells)} cells{f' (shard {i}/{n})' if n > 1 else ''}, "
+        f"{len(done)} done already, {len(todo)} to run with {args.jobs} worker(s)"
+    )
+    outcomes = run_sweep(
+        todo,
+        args.set,
+        args.results_dir,
+        jobs=args.jobs,
+        retries=args.retries,
+        wandb=args.wandb,
+        progress=not args.no_progress,
+    )
+    print(summary_table(outcomes, done))
+    df = update_leaderboard(results_dir(args.results_dir))
+    print()
+    print(format_table(df))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"\n{len(failed)} cell(s) failed; rerun the same command to retry them.")
+        return 1
     return 0
 
 
@@ -172,10 +242,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results_dir(p)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("sweep", help="run a grid of methods x datasets x seeds, resumable")
+    p.add_argument("--methods", nargs="+", required=True, help="names, or 'all'")
+    p.add_argument("--datasets", nargs="+", default=["synthetic"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (threads are split)")
+    p.add_argument("--shard", default=None, metavar="i/n", help="run every n-th cell from i")
+    p.add_argument("--retries", type=int, default=1, help="reruns of a cell whose worker died")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="for every cell"
+    )
+    p.add_argument("--wandb", action="store_true", help="each run logs to W&B")
+    p.add_argument(
+        "--emit-wandb", metavar="FILE", default=None, help="write a W&B sweep YAML and exit"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    _add_results_dir(p)
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("leaderboard", help="rebuild and print the leaderboard from result files")
     p.add_argument("--metrics", type=int, default=4, help="how many metrics to print")
+    p.add_argument("--wandb", action="store_true", help="also log it as a W&B Table")
     _add_results_dir(p)
     p.set_defaults(func=cmd_leaderboard)
+
+    from zsbench.report import add_report_arguments, cmd_report
+
+    p = sub.add_parser("report", help="write a static HTML dashboard (report.html) of the results")
+    add_report_arguments(p)
+    p.set_defaults(func=cmd_report)
+
+    from zsbench import cir_submission
+
+    p = sub.add_parser(
+        "score-submission",
+        help="score a CIRR/CIRCO test-server submission file offline against val annotations",
+    )
+    cir_submission.add_arguments(p)
+    p.set_defaults(func=cir_submission.run)
 
     p = sub.add_parser("evaluate", help="score features computed elsewhere (.npy or .pt)")
     p.add_argument("--query-features", required=True)
@@ -192,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.environ.get("ZSBENCH_THREADS"):  # set by `zsbench sweep` for its workers
+        torch.set_num_threads(int(os.environ["ZSBENCH_THREADS"]))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     try:

@@ -88,3 +88,26 @@ def update_leaderboard(results_dir: Path) -> pd.DataFrame:
         write_text_atomic(results_dir / "leaderboard.csv", df.to_csv(index=False))
         write_text_atomic(results_dir / "leaderboard.md", format_table(df, max_metrics=99) + "\n")
     return df
+
+
+def push_to_wandb(df: pd.DataFrame, results_dir: Path) -> str:
+    """Log the leaderboard as a W&B Table in a run of its own; returns the run's folder.
+
+    WANDB_PROJECT (default "zsbench") and WANDB_MODE apply; with WANDB_MODE=offline the run
+    stays on disk under `results_dir`/wandb for `wandb sync`.
+    """
+    import os
+
+    import wandb
+
+    run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "zsbench"),
+        job_type="leaderboard",
+        name="leaderboard",
+        dir=str(results_dir),
+    )
+    table = df.astype(object).where(df.notna(), None)  # missing cells stay empty, not NaN
+    run.log({"leaderboard": wandb.Table(dataframe=table)})
+    folder = run.dir
+    run.finish()
+    return folder

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,34 +40,42 @@ def result_path(root: Path, task: str, dataset: str, split: str, method: str, se
     return Path(root) / task / dataset / split / method / f"seed{seed}.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path` via temp file + fsync + rename (all or nothing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def extras_path(result: Path) -> Path:
+    """The run's artefacts for the report (zsbench.extras) next to its result JSON."""
+    result = Path(result)
+    return result.with_name(result.stem + ".extras.json")
+
+
+_RESULT_NAME = re.compile(r"^seed\d+\.json$")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` via temp file + fsync + rename (all or nothing), with the
+    permissions a plain `open(path, "w")` would give (mkstemp's temp files are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write `data` as JSON to `path` atomically (see `write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_result(path: Path) -> dict:
@@ -90,4 +99,4 @@ def load_results(root: Path) -> list[dict]:
     root = Path(root)
     if not root.exists():
         return []
-    return [read_result(p) for p in sorted(root.rglob("seed*.json")) if not p.name.startswith(".")]
+    return [read_result(p) for p in sorted(root.rglob("seed*.json")) if _RESULT_NAME.match(p.name)]

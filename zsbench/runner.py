@@ -18,18 +18,26 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from filelock import FileLock
 
 from methods.base import DATA_PROVIDED
 from zsbench.chance import chance_metrics
 from zsbench.config import init_parameters, resolve_config
 from zsbench.errors import ZsbenchError
 from zsbench.evaluation import evaluate_sbir
+from zsbench.extras import run_extras
 from zsbench.features import cached_features
 from zsbench.leaderboard import update_leaderboard
 from zsbench.leakage import imagenet_overlap
 from zsbench.provenance import provenance
 from zsbench.registry import DATASETS, METHODS
-from zsbench.results import SCHEMA_VERSION, result_path, results_dir, write_json_atomic
+from zsbench.results import (
+    SCHEMA_VERSION,
+    extras_path,
+    result_path,
+    results_dir,
+    write_json_atomic,
+)
 
 
 @dataclasses.dataclass
@@ -118,6 +126,37 @@ def bench(
         raise ZsbenchError(f"seed must be a non-negative integer, got {seed!r}.")
     seed = int(seed)
     t_start = time.perf_counter()
+    plan = plan_run(method, dataset, seed, overrides, results)
+    # one run per result at a time: a second process (another sweep worker, a restarted sweep
+    # while an orphaned worker finishes) waits here, then finds the result and skips
+    with FileLock(str(plan.path.with_name(f".{plan.path.name}.lock"))):
+        if plan.path.exists() and not overwrite:
+            return BenchOutcome(plan.path, skipped=True)
+        return _run(plan, method, dataset, seed, wandb, progress, t_start)
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What a run will do and where its result goes (config resolved, data set up)."""
+
+    meta: object
+    method_cls: type
+    cfg: dict
+    dm: object
+    path: Path
+    root: Path
+
+
+def plan_run(
+    method: str,
+    dataset: str,
+    seed: int,
+    overrides: list[str] | tuple[str, ...] = (),
+    results: str | Path | None = None,
+    dm_cache: dict | None = None,
+) -> RunPlan:
+    """Resolve the config and the split of one cell. `dm_cache`: a dict the caller keeps to set
+    up each distinct dataset config once (the sweep plans many cells of one dataset)."""
     method_cls, dataset_cls = METHODS.get(method), DATASETS.get(dataset)
     meta = method_cls.metadata
     if meta.task != dataset_cls.task:
@@ -127,13 +166,30 @@ def bench(
         )
     cfg = resolve_config(method_cls, dataset_cls, method, dataset, overrides, DATA_PROVIDED)
     root = results_dir(results)
+    key = (dataset, json.dumps(cfg["dataset"], sort_keys=True, default=str))
+    dm = (dm_cache or {}).get(key)
+    if dm is None:
+        dm = dataset_cls(**cfg["dataset"])
+        dm.setup()
+        if dm_cache is not None:
+            dm_cache[key] = dm
+    path = result_path(root, meta.task, dataset, dm.split.name, method, int(seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return RunPlan(meta, method_cls, cfg, dm, path, root)
 
-    dm = dataset_cls(**cfg["dataset"])
-    dm.setup()
+
+def _run(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
+) -> BenchOutcome:
+    meta, method_cls, cfg, dm, path, root = (
+        plan.meta,
+        plan.method_cls,
+        plan.cfg,
+        plan.dm,
+        plan.path,
+        plan.root,
+    )
     split = dm.split.name
-    path = result_path(root, meta.task, dataset, split, method, seed)
-    if path.exists() and not overwrite:
-        return BenchOutcome(path, skipped=True)
 
     tcfg = cfg["trainer"]
     dm.batch_size, dm.eval_batch_size = tcfg["batch_size"], tcfg["eval_batch_size"]
@@ -233,6 +289,23 @@ def bench(
         "timings": timings,
         "log_dir": loggers[0].log_dir,
     }
+    # artefacts for `zsbench report`, written before the result so a result's extras exist
+    q_items = [dm.items[i] for i in dm.partitions["query"]]
+    g_items = [dm.items[i] for i in dm.partitions["gallery"]]
+    write_json_atomic(
+        extras_path(path),
+        run_extras(
+            q,
+            ql,
+            g,
+            gl,
+            model.similarity,
+            [it.path for it in q_items],
+            [it.path for it in g_items],
+            dm.class_names,
+            seed=seed,
+        ),
+    )
     write_json_atomic(path, record)
     for logger in loggers[1:]:  # W&B: final metrics next to the training curves
         logger.log_metrics({f"test/{k}": v for k, v in ev["metrics"].items()})

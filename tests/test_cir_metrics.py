@@ -1,0 +1,198 @@
+"""ZS-CIR metrics (zsbench.metrics.cir): hand-computed rankings and a naive per-query loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zsbench.errors import ZsbenchError
+from zsbench.metrics.cir import (
+    CIRLabels,
+    ap_at_k,
+    cir_metrics,
+    circo_metrics,
+    cirr_metrics,
+    combine_caption_orders,
+    fashioniq_mean,
+    fashioniq_metrics,
+    subset_ranks,
+    target_ranks,
+)
+
+
+def row(*values) -> torch.Tensor:
+    return torch.tensor([values], dtype=torch.float64)
+
+
+# ----------------------------------------------------------------------------- hand-computed
+
+
+def test_reference_removal_changes_recall_at_1():
+    # the reference (0) scores highest, the target (1) second
+    s = row(0.9, 0.8, 0.1, 0.0)
+    assert target_ranks(s, [1]).tolist() == [2]
+    assert target_ranks(s, [1], exclude=[0]).tolist() == [1]
+    kept = fashioniq_metrics(s, [1], ks=(1, 2))  # FashionIQ keeps the reference
+    assert kept == {"R@1": 0.0, "R@2": 1.0}
+    cirr = cirr_metrics(s, [1], [0], [[0, 1, 2, 3]], ks=(1,), subset_ks=(1,))
+    assert cirr == {"R@1": 1.0, "R_subset@1": 1.0}
+
+
+def test_subset_recall_within_img_set_reference_excluded():
+    # gallery 0..7; img_set = {0 (reference), 2, 4, 5, 6, 7}; the target is 5.
+    s = row(0.99, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
+    members = [[0, 2, 4, 5, 6, 7]]
+    # full gallery without the reference: 1, 2, 3, 4 beat the target -> rank 5
+    assert target_ranks(s, [5], exclude=[0]).tolist() == [5]
+    # within the set, minus the reference: 2 and 4 beat it -> rank 3
+    assert subset_ranks(s, [5], members, [0]).tolist() == [3]
+    # without removing the reference it would be rank 4
+    assert subset_ranks(s, [5], members).tolist() == [4]
+    m = cirr_metrics(s, [5], [0], members, ks=(1, 5, 10), subset_ks=(1, 2, 3))
+    assert m == {
+        "R@1": 0.0,
+        "R@5": 1.0,
+        "R@10": 1.0,
+        "R_subset@1": 0.0,
+        "R_subset@2": 0.0,
+        "R_subset@3": 1.0,
+    }
+
+
+def test_multi_gt_map_at_k_worked_example():
+    # 10 items in descending score order 0..9; ground truths at ranks 1, 3 and 6.
+    s = torch.linspace(1.0, 0.1, 10, dtype=torch.float64)[None]
+    gt = [[0, 2, 5]]
+    ap = ap_at_k(s, gt, ks=(1, 2, 5, 10))
+    # precisions at the hits: 1/1, 2/3, 3/6
+    assert ap[1].item() == pytest.approx(1.0 / 1)  # min(3, 1) = 1
+    assert ap[2].item() == pytest.approx(1.0 / 2)  # only rank 1 is in the top 2; / min(3, 2)
+    assert ap[5].item() == pytest.approx((1 + 2 / 3) / 3)
+    assert ap[10].item() == pytest.approx((1 + 2 / 3 + 3 / 6) / 3)
+    # ground-truth order in the input does not matter
+    assert ap_at_k(s, [[5, 0, 2]], ks=(5,))[5].item() == pytest.approx(ap[5].item())
+    # more ground truths than k: six hits in the top 6 give AP@5 = 5/5
+    assert ap_at_k(s, [[0, 1, 2, 3, 4, 5]], ks=(5,))[5].item() == pytest.approx(1.0)
+    m = circo_metrics(s, gt, ks=(5, 10))
+    assert m["mAP@5"] == pytest.approx((1 + 2 / 3) / 3)
+    assert m["R@5"] == 1.0  # the main target (first gt) is ranked first
+
+
+def test_circo_recall_uses_main_target_only():
+    s = torch.linspace(1.0, 0.1, 10, dtype=torch.float64)[None]
+    # main target at rank 7, another ground truth at rank 1
+    m = circo_metrics(s, [[6, 0]], ks=(5, 10))
+    assert m["R@5"] == 0.0 and m["R@10"] == 1.0
+    assert m["mAP@5"] == pytest.approx(1 / 2)  # 1/1 over min(2, 5)
+
+
+def test_ties_are_pessimistic():
+    s = row(0.5, 0.5, 0.5, 0.1)
+    assert target_ranks(s, [1]).tolist() == [3]  # both equal items counted before it
+    ap = ap_at_k(s, [[0, 1]], ks=(2, 3))
+    # ties: the non-gt item 2 goes first -> gts at ranks 2 and 3
+    assert ap[2].item() == pytest.approx((1 / 2) / 2)
+    assert ap[3].item() == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_excluded_items_and_padding():
+    s = row(0.9, 0.8, 0.7, 0.6)
+    ap = ap_at_k(s, [[1, 3, -1, -1]], ks=(4,), exclude=[[0, -1]])
+    assert ap[4].item() == pytest.approx((1 / 1 + 2 / 3) / 2)
+    ex = circo_metrics(s, [[1, -1]], exclude=[0], ks=(1,))
+    assert ex == {"mAP@1": 1.0, "R@1": 1.0}
+
+
+# ----------------------------------------------------------------------------- naive reference
+
+
+def naive(scores: np.ndarray, target, reference, members, gt, ks, subset_ks, circo_ks):
+    """The official code's approach, per query: sort, drop the reference, read positions."""
+    out = {f"R@{k}": [] for k in ks} | {f"R_subset@{k}": [] for k in subset_ks}
+    out |= {f"mAP@{k}": [] for k in circo_ks}
+    for i in range(len(scores)):
+        order = [j for j in np.argsort(-scores[i], kind="stable") if j != reference[i]]
+        pos = order.index(target[i]) + 1
+        for k in ks:
+            out[f"R@{k}"].append(pos <= k)
+        sub = [j for j in order if j in members[i]]
+        for k in subset_ks:
+            out[f"R_subset@{k}"].append(target[i] in sub[:k])
+        labels = np.isin(order, gt[i])
+        prec = np.cumsum(labels) * labels / np.arange(1, len(order) + 1)
+        for k in circo_ks:
+            out[f"mAP@{k}"].append(prec[:k].sum() / min(len(gt[i]), k))
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_agrees_with_naive_loop_on_random_data(seed):
+    rng = np.random.default_rng(seed)
+    Q, G = 37, 60
+    scores = rng.standard_normal((Q, G)).astype(np.float32)
+    reference = rng.integers(0, G, Q)
+    members, target, gt = [], [], []
+    for i in range(Q):
+        others = rng.permutation([j for j in range(G) if j != reference[i]])
+        members.append([reference[i], *others[:5]])
+        target.append(int(others[0]))
+        gt.append(list(others[: int(rng.integers(1, 8))]))  # target first
+    ks, sks, cks = (1, 5, 10, 25, 50), (1, 2, 3), (5, 10, 25, 50)
+    want = naive(scores, target, reference, members, gt, ks, sks, cks)
+    got = cirr_metrics(scores, target, reference, members, chunk_size=7)
+    for k, v in got.items():
+        assert v == pytest.approx(want[k], abs=1e-12), k
+    gt_pad = np.full((Q, 7), -1)
+    for i, g in enumerate(gt):
+        gt_pad[i, : len(g)] = g
+    circo = circo_metrics(scores, gt_pad, exclude=reference, chunk_size=5)
+    for k in cks:
+        assert circo[f"mAP@{k}"] == pytest.approx(want[f"mAP@{k}"], abs=1e-12)
+        assert circo[f"R@{k}"] == pytest.approx(want[f"R@{k}"], abs=1e-12)
+    # chunk size never changes a value
+    assert circo == circo_metrics(scores, gt_pad, exclude=reference, chunk_size=1000)
+
+
+def test_cir_metrics_dispatch_and_fashioniq_mean():
+    rng = np.random.default_rng(3)
+    s = torch.as_tensor(rng.standard_normal((20, 30)))
+    t = torch.as_tensor(rng.integers(0, 30, 20))
+    labels = CIRLabels("fashioniq", t, torch.full((20,), -1))
+    assert cir_metrics(s, labels) == fashioniq_metrics(s, t)
+    assert set(cir_metrics(s, labels)) == {"R@10", "R@50"}
+    per = {"dress": {"R@10": 0.2, "R@50": 0.4}, "shirt": {"R@10": 0.3, "R@50": 0.5}}
+    m = fashioniq_mean(per)
+    assert m["mean/R@10"] == pytest.approx(0.25) and m["shirt/R@50"] == 0.5
+    with pytest.raises(ZsbenchError, match="cirr protocol needs members"):
+        CIRLabels("cirr", t, t)
+    with pytest.raises(ZsbenchError, match="unknown CIR protocol"):
+        CIRLabels("cirrr", t, t)
+
+
+def test_both_caption_orders_rank_like_mean_score():
+    g = F.normalize(torch.randn(50, 8, dtype=torch.float64), dim=-1)
+    a, b = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
+    q = combine_caption_orders(a, b)
+    assert torch.allclose(q.norm(dim=-1), torch.ones(6, dtype=torch.float64))
+    mean_scores = (F.normalize(a, dim=-1) @ g.T + F.normalize(b, dim=-1) @ g.T) / 2
+    assert torch.equal(torch.argsort(q @ g.T, 1), torch.argsort(mean_scores, 1))
+
+
+def test_errors_name_the_problem():
+    s = row(0.9, 0.8, 0.7)
+    with pytest.raises(ZsbenchError, match="also excluded"):
+        target_ranks(s, [1], exclude=[1])
+    with pytest.raises(ZsbenchError, match="not among its image-set members"):
+        subset_ranks(s, [2], [[0, 1]], [0])
+    with pytest.raises(ZsbenchError, match="no ground truth"):
+        ap_at_k(s, [[-1, -1]])
+    with pytest.raises(ZsbenchError, match="twice"):
+        ap_at_k(s, [[1, 1]])
+    with pytest.raises(ZsbenchError, match="outside"):
+        target_ranks(s, [3])
+    with pytest.raises(ZsbenchError, match="NaN"):
+        target_ranks(row(0.1, float("nan")), [0])
+    with pytest.raises(ZsbenchError, match="integer"):
+        target_ranks(s, [1.0])
