@@ -8,6 +8,8 @@ METHOD ?= supervised
 DATASET ?= synthetic
 SEED ?= 0
 BASELINES ?= frozen
+CIR_BASELINES ?=
+CIR_DATASETS := synthetic-cir cirr circo fashioniq
 OVERRIDES ?=
 RESULTS ?= results
 BENCH_ARGS ?=
@@ -19,7 +21,7 @@ SHARD ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bench sweep leaderboard report test lint format benchmark-evaluator clean
+.PHONY: help install bench sweep regress regress-update leaderboard report test lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -36,7 +38,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install zsbench with its dependencies (offline weights included)
 
 bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, supervised on synthetic); print the leaderboard
-	@for b in $(BASELINES); do [ "$$b" = "$(METHOD)" ] || \
+	@for b in $(if $(filter $(DATASET),$(CIR_DATASETS)),$(CIR_BASELINES),$(BASELINES)); do [ "$$b" = "$(METHOD)" ] || \
 	  $(VENV)/bin/zsbench bench --method $$b --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) --no-progress --quiet $(BENCH_ARGS) || exit 1; done
 	$(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) \
 	  $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
@@ -47,6 +49,12 @@ sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS with JOBS workers; resumable, 
 
 leaderboard: $(STAMP) ## rebuild and print the leaderboard from RESULTS
 	$(VENV)/bin/zsbench leaderboard --results-dir $(RESULTS)
+
+regress: $(STAMP) ## every method on small subsets vs benchmarks/regression/baseline.csv; fails on a regression
+	$(VENV)/bin/zsbench regress
+
+regress-update: $(STAMP) ## re-measure and rewrite benchmarks/regression/baseline.csv (review the diff)
+	$(VENV)/bin/zsbench regress --update
 
 report: $(STAMP) ## write RESULTS/report.html: tables, bar charts, PR curves, retrieval grids
 	$(VENV)/bin/zsbench report --results-dir $(RESULTS)

@@ -111,7 +111,8 @@ class Sketchy(RealSBIRDataModule):
 class Sketchy21Mini(RealSBIRDataModule):
     """The real 21-class Sketchy slice ($ZSBENCH_DATA/sketchy21: 100 photos + 100 sketches per
     class). All 21 are unseen classes of `sketchy21`, so this preset splits them itself:
-    `n_unseen` classes drawn with random.Random(split_seed) from the sorted class list."""
+    `n_unseen` classes drawn with random.Random(split_seed) from the sorted class list.
+    `max_per_class` keeps the first N sketches and N photos of each class (by file name)."""
 
     LAYOUT = "sketchy21/" + SKETCHY_LAYOUT.split(";")[0]
     SOURCE = (
@@ -125,6 +126,7 @@ class Sketchy21Mini(RealSBIRDataModule):
         unseen: list[str] | str | None = None,
         n_unseen: int = 6,
         split_seed: int = 0,
+        max_per_class: int | None = None,
         image_size: int = 224,
         val_fraction: float = 0.1,
         skip_bad: bool = False,
@@ -132,6 +134,9 @@ class Sketchy21Mini(RealSBIRDataModule):
         super().__init__(root, "mini", unseen, None, image_size, val_fraction, skip_bad)
         self.n_unseen = n_unseen
         self.split_seed = split_seed
+        if max_per_class is not None and int(max_per_class) < 1:
+            raise ZsbenchError(f"max_per_class must be >= 1 (or null), got {max_per_class}.")
+        self.max_per_class = max_per_class
 
     def scan(self) -> list[Item]:
         root = self.data_root()
@@ -140,7 +145,17 @@ class Sketchy21Mini(RealSBIRDataModule):
             locate_sketchy(folder)
         except ZsbenchError:
             raise self.data_error(f"No 21-class Sketchy slice under {root}.") from None
-        return scan_sketchy_folder(folder)
+        items = scan_sketchy_folder(folder)
+        if self.max_per_class:  # a small fixed subset (regression checks): first N by name
+            kept: dict[tuple[str, int], int] = {}
+            subset = []
+            for it in sorted(items, key=lambda it: (it.label, it.domain, it.path)):
+                key = (it.label, it.domain)
+                if kept.get(key, 0) < self.max_per_class:
+                    kept[key] = kept.get(key, 0) + 1
+                    subset.append(it)
+            items = subset
+        return items
 
     def make_split(self, classes: list[str]) -> Split:
         if self.unseen:

@@ -5,6 +5,10 @@ A method implements `encode_query(batch)` and `encode_gallery(batch)` (and, if i
 the paper's defaults; arguments named in `DATA_PROVIDED` are filled in by the runner from the
 datamodule. The base class owns embedding collection and its checks; metrics are computed only
 by `zsbench.evaluation`, never by a method.
+
+ZS-CIR methods subclass `CIRMethod`: queries are (reference image, modification text), the
+gallery is images, a frozen CLIP is loaded by `setup_clip`, and `train_on` names the training
+data (unlabelled images, captions, text triplets or none) that the runner provides.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ import torch
 from torch import Tensor
 
 from zsbench.errors import ZsbenchError
+
+CIR_TRAIN_ON = ("images", "captions", "text_triplets", "none")
+# the prompt shared by Pic2Word-, SEARLE- and LinCIR-style methods; "$" is the pseudo word
+CIR_PROMPT = "a photo of $ that {}"
 
 # __init__ arguments the runner provides from the datamodule (never set in YAML or --set).
 # `class_embeddings`: {source: float array [num_classes, dim]} for the seen classes, computed by
@@ -78,3 +86,95 @@ class RetrievalMethod(L.LightningModule):
             labels.append(batch["label"].cpu())
         self.train(was_training)
         return torch.cat(embs), torch.cat(labels)
+
+
+class CIRMethod(RetrievalMethod):
+    """Base class of ZS-CIR methods: a frozen CLIP, queries of reference image + text.
+
+    Query batches: {"reference": images [B, 3, S, S], "text": modification texts (raw, not yet
+    in the prompt), "index": [B]}; FashionIQ batches also carry "text_reversed" (the two
+    captions in the other order), which `embed` encodes as a second pass and combines as
+    SEARLE / LinCIR do. Gallery batches: {"image", "index"}. `train_on` picks the training
+    batches (see datamodules.cir): "images", "captions", "text_triplets" or "none".
+    """
+
+    train_on: ClassVar[str] = "none"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.train_on not in CIR_TRAIN_ON:
+            raise ZsbenchError(
+                f"{cls.__name__}.train_on={cls.train_on!r}; one of {', '.join(CIR_TRAIN_ON)}."
+            )
+        meta = vars(cls).get("metadata")
+        if meta is None:
+            return
+        problems = []
+        if meta.task != "cir":
+            problems.append(f"task={meta.task!r} (must be 'cir')")
+        if meta.inputs != "images":
+            problems.append(f"inputs={meta.inputs!r} (must be 'images': CIR evaluates images)")
+        if meta.trains != (cls.train_on != "none"):
+            problems.append(f"trains={meta.trains} but train_on={cls.train_on!r}")
+        if problems:
+            raise ZsbenchError(f"{cls.__name__}.metadata: {'; '.join(problems)}.")
+
+    def setup_clip(self, name: str) -> None:
+        """Load the frozen CLIP `name` (zsbench.clip.load_clip) and its tokenizer."""
+        from zsbench.clip import load_clip
+
+        loaded = load_clip(name)
+        self.clip = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.backbone_info = loaded.info
+        self.image_size = loaded.image_size
+
+    def train(self, mode: bool = True):
+        """CLIP is frozen: it stays in eval mode whatever is asked."""
+        super().train(mode)
+        if isinstance(getattr(self, "clip", None), torch.nn.Module):
+            self.clip.eval()
+        return self
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """CLIP's projected (unnormalised) image features [B, D], resized to its input size."""
+        from zsbench.clip import encode_image, fit_image_size
+
+        return encode_image(self.clip, fit_image_size(images, self.image_size))
+
+    def compose(self, texts: list[str]) -> list[str]:
+        """The query prompts: the method's `prompt` hyperparameter (else CIR_PROMPT) per text."""
+        template = getattr(self, "hparams", {}).get("prompt", CIR_PROMPT)
+        return [template.format(t) for t in texts]
+
+    def encode_gallery(self, batch: dict) -> Tensor:
+        return torch.nn.functional.normalize(self.image_features(batch["image"]).float(), dim=-1)
+
+    @torch.no_grad()
+    def embed(self, loader, side: str) -> tuple[Tensor, Tensor]:
+        """Embeddings [N, D] and dataset indices [N] of every batch of `loader` ('query' or
+        'gallery'); FashionIQ's second caption order is encoded and combined here."""
+        from zsbench.metrics.cir import combine_caption_orders
+
+        was_training = self.training
+        self.eval()
+        embs, index = [], []
+        for batch in loader:
+            batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+            if side == "gallery":
+                z = self.encode_gallery(batch)
+            else:
+                z = self.encode_query(batch)
+                if "text_reversed" in batch:
+                    z2 = self.encode_query({**batch, "text": batch["text_reversed"]})
+                    z = combine_caption_orders(z.float(), z2.float())
+            n = len(batch["index"])
+            if z.ndim != 2 or z.shape[0] != n:
+                raise ZsbenchError(
+                    f"{type(self).__name__}.encode_{side} returned shape {tuple(z.shape)}; "
+                    f"expected [batch={n}, dim]."
+                )
+            embs.append(z.float().cpu())
+            index.append(batch["index"].cpu())
+        self.train(was_training)
+        return torch.cat(embs), torch.cat(index)

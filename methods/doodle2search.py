@@ -39,7 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import MethodMetadata, RetrievalMethod
-from zsbench.backbones import create_backbone, set_trainable_stages
+from zsbench.backbones import (
+    create_backbone,
+    keep_frozen_batchnorm_in_eval,
+    set_trainable_stages,
+)
 from zsbench.errors import ZsbenchError
 from zsbench.registry import METHODS
 
@@ -228,10 +232,12 @@ class Doodle2Search(RetrievalMethod):
             "(fc6/fc7 included) but each branch draws its own random 4096->256 layer.",
             "Domain classifier: sigmoid + BCE computed as BCE-with-logits (same value, stable "
             "under mixed precision).",
-            "CPU defaults: only the last `trainable_stages` backbone stages train, the new "
-            "layers get a 10x lr and the base lr is 1e-3 (paper: 1e-4 everywhere), a 1024-d "
-            "MLP (paper fc6/fc7: 4096), 3 epochs, 64-128 px images and training "
-            "augmentation (official: none); --set preset=paper restores the paper's recipe.",
+            "CPU defaults: only the last `trainable_stages` backbone stages train (their "
+            "frozen stages keep ImageNet BatchNorm statistics), the new layers get a 10x lr "
+            "and the base lr is 1e-3 (paper: 1e-4 everywhere), one linear embedding layer "
+            "(`hidden_dim=0`; paper: VGG's pretrained fc6/fc7, 4096), 3 epochs, 96-128 px "
+            "images and training augmentation (official: none); --set preset=paper restores "
+            "the paper's recipe.",
             "CPU default `normalize=True`: embeddings are L2-normalised before the losses and "
             "retrieval (official: unnormalised). With a new, randomly initialised head the "
             "photo norms dominate Euclidean ranking (every sketch gets the same photo order) "
@@ -317,6 +323,14 @@ class Doodle2Search(RetrievalMethod):
         self._best_map = -1.0
         self._best_state: dict[str, Tensor] | None = None
         self._bad_epochs = 0
+
+    def train(self, mode: bool = True):
+        """Frozen backbone stages keep their ImageNet BatchNorm statistics (eval mode)."""
+        super().train(mode)
+        if mode:
+            for net in (self.sketch_net, self.photo_net):
+                keep_frozen_batchnorm_in_eval(net.backbone)
+        return self
 
     # -- embeddings ----------------------------------------------------------------------
     def encode_query(self, batch: dict) -> Tensor:

@@ -40,7 +40,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import MethodMetadata, RetrievalMethod
-from zsbench.backbones import create_backbone, set_trainable_stages
+from zsbench.backbones import (
+    create_backbone,
+    keep_frozen_batchnorm_in_eval,
+    set_trainable_stages,
+)
 from zsbench.errors import ZsbenchError
 from zsbench.registry import METHODS
 
@@ -237,11 +241,7 @@ class Rpkd(RetrievalMethod):
         """The teacher stays in eval mode (frozen BatchNorm statistics) whatever Lightning asks."""
         super().train(mode)
         self.teacher.eval()
-        for m in self.student.modules():  # frozen stages stay frozen: no running-stat updates
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in m.parameters()
-            ):
-                m.eval()
+        keep_frozen_batchnorm_in_eval(self.student)  # frozen stages: no running-stat updates
         return self
 
     # -- embeddings ----------------------------------------------------------------------

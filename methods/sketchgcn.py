@@ -28,7 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import MethodMetadata, RetrievalMethod
-from zsbench.backbones import create_backbone, set_trainable_stages
+from zsbench.backbones import (
+    create_backbone,
+    keep_frozen_batchnorm_in_eval,
+    set_trainable_stages,
+)
 from zsbench.errors import ZsbenchError
 from zsbench.registry import METHODS
 
@@ -247,11 +251,7 @@ class SketchGCN(RetrievalMethod):
         super().train(mode)
         if mode:
             for net in (self.sketch_net, self.photo_net):
-                for m in net.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
-                        p.requires_grad for p in m.parameters()
-                    ):
-                        m.eval()
+                keep_frozen_batchnorm_in_eval(net)
         return self
 
     # -- semantic preserving network

@@ -218,3 +218,19 @@ def test_bench_fast_dev_run(tmp_path, tiny):
     args = ["bench", "--method", name, "--dataset", "synthetic", "--results-dir", str(tmp_path)]
     args += ["--no-progress", *[x for o in tiny for x in ("--set", o)]]
     assert main([*args, "--set", "trainer.fast_dev_run=true"]) == 0
+
+
+def test_frozen_stages_keep_their_batchnorm_statistics_in_training():
+    """Frozen BatchNorms stay in eval mode (running stats untouched by a training step);
+    BatchNorms of the trained stages follow the module's mode."""
+    model = small_method(trainable_stages=1)
+    model.train()
+    bns = [m for m in model.sketch_net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    frozen = [m for m in bns if not any(p.requires_grad for p in m.parameters())]
+    trained = [m for m in bns if any(p.requires_grad for p in m.parameters())]
+    assert frozen and trained
+    assert not any(m.training for m in frozen) and all(m.training for m in trained)
+    before = frozen[0].running_mean.clone()
+    b = triplet_batch()
+    model.losses(b["sketch"], b["photo"], b["negative"], b["label"], step=30)["loss"].backward()
+    assert torch.equal(frozen[0].running_mean, before)

@@ -24,9 +24,11 @@ def test_registry_rejects_duplicates_and_suggests_names():
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_name_matches_file_config_and_metadata(name):
     cls = METHODS.get(name)
-    # methods/<stem>.py registers <stem> (underscores as hyphens) and its variants <stem>-<x>
+    # methods/<stem>.py registers <stem> (underscores as hyphens), its variants <stem>-<x>, and
+    # plug-ins on another method as <base>+<stem> (e.g. lincir+rtd)
     stem = cls.__module__.removeprefix("methods.").replace("_", "-")
-    assert cls.__module__.startswith("methods.") and (name == stem or name.startswith(stem + "-"))
+    assert cls.__module__.startswith("methods.")
+    assert name == stem or name.startswith(stem + "-") or name.endswith("+" + stem)
     assert (configs_dir() / "methods" / f"{name}.yaml").exists()
     assert issubclass(cls, RetrievalMethod)
     meta = cls.metadata
@@ -41,8 +43,9 @@ def test_method_name_matches_file_config_and_metadata(name):
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_yaml_keys_exist_in_signature(name):
     """Every key in configs/methods/<name>.yaml overrides a real default (no dead keys)."""
+    dataset = "synthetic-cir" if METHODS.get(name).metadata.task == "cir" else "synthetic"
     cfg = resolve_config(
-        METHODS.get(name), DATASETS.get("synthetic"), name, "synthetic", data_provided=DATA_PROVIDED
+        METHODS.get(name), DATASETS.get(dataset), name, dataset, data_provided=DATA_PROVIDED
     )
     assert set(cfg) == {"model", "dataset", "trainer", "eval"}
     raw = load_yaml(configs_dir() / "methods" / f"{name}.yaml")

@@ -207,3 +207,17 @@ def set_trainable_stages(model: nn.Module, stages: int | None) -> None:
     for name, p in model.named_parameters():
         if name in names:
             p.requires_grad_(True)
+
+
+def keep_frozen_batchnorm_in_eval(model: nn.Module) -> None:
+    """Put every BatchNorm whose parameters are all frozen into eval mode.
+
+    Call it after `model.train()`: frozen stages then keep their pretrained running statistics
+    instead of normalising with (and drifting towards) the statistics of small single-domain
+    training batches, which destroys the pretrained features within a few dozen steps.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in m.parameters()
+        ):
+            m.eval()

@@ -1,4 +1,5 @@
-"""The `zsbench` command line: methods, datasets, bench, sweep, leaderboard, report, evaluate."""
+"""The `zsbench` command line: methods, datasets, bench, sweep, regress, leaderboard, report,
+evaluate, score-submission."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         wandb=args.wandb,
         progress=not args.no_progress,
     )
+    if not out.skipped and out.record is None:  # a DDP worker (rank > 0): rank 0 reports
+        return 0
     if out.skipped:
         print(f"Result exists, skipped: {out.path} (use --overwrite to replace it)")
         df = update_leaderboard(results_dir(args.results_dir))
@@ -265,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", action="store_true", help="also log it as a W&B Table")
     _add_results_dir(p)
     p.set_defaults(func=cmd_leaderboard)
+
+    from zsbench import regress
+
+    p = sub.add_parser("regress", help="every method on small subsets vs the committed baseline")
+    regress.add_arguments(p)
+    p.set_defaults(func=regress.regress_main)
 
     from zsbench.report import add_report_arguments, cmd_report
 

@@ -14,6 +14,10 @@ normalisation.
 official code does): first-layer prompts are appended to the vision tokens / placed after the
 text start token, and for layers 1..len(deep) the prompt positions are replaced by that layer's
 prompts. With no prompts they equal `CLIPModel.get_image_features` / `get_text_features`.
+
+`encode_with_pseudo_tokens` is the ZS-CIR text side (Pic2Word, SEARLE, LinCIR): the token
+embedding of a placeholder word ("$") in each prompt is replaced by a vector per prompt (the
+output of a mapping network phi), before the position embeddings, as the official code does.
 """
 
 from __future__ import annotations
@@ -34,17 +38,26 @@ from zsbench.backbones import BackboneInfo, sha256_file
 from zsbench.errors import ZsbenchError
 
 __all__ = [
+    "DEFAULT_CIR_CLIP",
     "DEFAULT_CLIP",
+    "PLACEHOLDER",
     "LoadedClip",
     "encode_image",
+    "encode_prompts",
     "encode_text",
+    "encode_with_pseudo_tokens",
     "fit_image_size",
     "load_clip",
+    "placeholder_token_id",
     "save_tiny_clip",
     "tiny_clip_folder",
+    "tokenize",
 ]
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"  # ViT-B/16, the model of DRCPL's paper
+# ViT-L/14: the backbone of the ZS-CIR papers' main tables (Pic2Word, SEARLE-XL, LinCIR)
+DEFAULT_CIR_CLIP = "openai/clip-vit-large-patch14"
+PLACEHOLDER = "$"  # the pseudo word of ZS-CIR prompts ("a photo of $ that ...")
 TINY = "tiny"
 # transformers' CLIPImageProcessor defaults (OpenAI's preprocessing); used when a folder has no
 # preprocessor_config.json
@@ -327,3 +340,70 @@ def _check_depth(n_deep: int, n_layers: int, side: str) -> None:
             f"{n_deep} deep {side} prompts need more than {n_deep} layers; this CLIP has "
             f"{n_layers}. Lower the prompt depth (model.prompt_depth <= {n_layers})."
         )
+
+
+# ----------------------------------------------------------------------------- pseudo tokens
+def tokenize(tokenizer, texts: Sequence[str], max_length: int = 77) -> tuple[Tensor, Tensor]:
+    """Token ids [B, L] (start token, text, end token, padding) and each row's end-token
+    position [B], where CLIP pools. Texts longer than `max_length` tokens are truncated."""
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length)
+    ids = torch.tensor(enc["input_ids"], dtype=torch.int64)
+    is_eos = ids == tokenizer.eos_token_id
+    if not bool(is_eos.any(1).all()):  # pragma: no cover - the tokenizer always appends it
+        raise ZsbenchError("the tokenizer dropped the end token of a text.")
+    return ids, is_eos.int().argmax(1)  # the first end token (padding may repeat its id)
+
+
+def placeholder_token_id(tokenizer, placeholder: str = PLACEHOLDER) -> int:
+    """The single token id of `placeholder` as a word of its own ("$" -> "$</w>")."""
+    ids = tokenizer(placeholder)["input_ids"][1:-1]
+    if len(ids) != 1:
+        raise ZsbenchError(
+            f"the placeholder {placeholder!r} is {len(ids)} tokens for this tokenizer; pick a "
+            "word that is one token (CLIP's vocabulary has '$' and '*')."
+        )
+    return int(ids[0])
+
+
+def encode_prompts(model, tokenizer, texts: Sequence[str]) -> Tensor:
+    """Projected (unnormalised) text features [B, D] of plain `texts` (get_text_features)."""
+    ids, eos = tokenize(tokenizer, texts)
+    device = model.text_projection.weight.device
+    embeds = model.text_model.embeddings.token_embedding(ids.to(device))
+    return encode_text(model, embeds, eos)
+
+
+def encode_with_pseudo_tokens(
+    model, tokenizer, prompts: Sequence[str], tokens: Tensor, placeholder: str = PLACEHOLDER
+) -> Tensor:
+    """Projected (unnormalised) text features [B, D] of `prompts` with each prompt's
+    `placeholder` token embedding replaced by `tokens[i]` [B, width].
+
+    Every prompt holds the placeholder exactly once, as a word of its own ("a photo of $ that
+    is red"). Gradients reach `tokens` (and the text encoder's weights if they train).
+    """
+    prompts = list(prompts)
+    if tokens.ndim != 2 or tokens.shape[0] != len(prompts):
+        raise ZsbenchError(
+            f"tokens must be [prompts={len(prompts)}, width], got {tuple(tokens.shape)}."
+        )
+    width = model.text_model.config.hidden_size
+    if tokens.shape[1] != width:
+        raise ZsbenchError(
+            f"pseudo tokens have width {tokens.shape[1]}; this CLIP's token embeddings have "
+            f"{width} (text hidden size)."
+        )
+    ids, eos = tokenize(tokenizer, prompts)
+    at = ids == placeholder_token_id(tokenizer, placeholder)
+    counts = at.sum(1)
+    if not bool((counts == 1).all()):
+        i = int((counts != 1).nonzero()[0])
+        raise ZsbenchError(
+            f"prompt {prompts[i]!r} holds the placeholder {placeholder!r} {int(counts[i])} "
+            "times after tokenization (truncated to 77 tokens); it must hold it exactly once, "
+            f"as a word of its own (e.g. 'a photo of {placeholder} that ...')."
+        )
+    ids, eos, at = ids.to(tokens.device), eos.to(tokens.device), at.to(tokens.device)
+    embeds = model.text_model.embeddings.token_embedding(ids)
+    embeds = torch.where(at[..., None], tokens.to(embeds.dtype)[:, None, :], embeds)
+    return encode_text(model, embeds, eos)

@@ -38,6 +38,8 @@ class TrainerConfig:
     num_workers: int = 0
     accelerator: str = "auto"
     devices: Any = 1
+    strategy: str = "auto"  # "ddp" for several processes/GPUs (gloo on CPU), see README
+    num_nodes: int = 1
     precision: str = "32-true"
     gradient_clip_val: float | None = None
     limit_train_batches: float | int = 1.0

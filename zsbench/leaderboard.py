@@ -17,6 +17,11 @@ from zsbench.results import load_results, write_text_atomic
 
 KEY = ["task", "dataset", "split", "spec", "method"]
 PREFERRED = ["mAP@all", "P@100", "mAP@200", "P@200"]
+# ZS-CIR main metrics, each dataset's headline first: FashionIQ's category means, CIRCO's mAP@k,
+# CIRR's R@k and R_subset@k (the synthetic data uses CIRCO's protocol)
+PREFERRED_CIR = ["mean/R@10", "mean/R@50", "mAP@5", "mAP@10", "mAP@25", "mAP@50"]
+PREFERRED_CIR += ["R@1", "R@5", "R@10", "R@25", "R@50", "R_subset@1", "R_subset@2", "R_subset@3"]
+PREFERRED += PREFERRED_CIR
 
 
 def metric_order(names: set[str]) -> list[str]:
@@ -51,10 +56,15 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
             )
         rows.append(row)
     df = pd.DataFrame(rows)
-    main = metrics[0] if metrics else None
-    if main:
-        df = df.sort_values([*KEY[:4], main], ascending=[True] * 4 + [False], na_position="last")
-    return df.reset_index(drop=True)
+    # best first within each (task, dataset, split, spec) by its own headline metric: the
+    # first of `metrics` that the group has (SBIR mAP@all, CIRCO mAP@5, CIRR R@1, ...)
+    df["_main"] = np.nan
+    for _, idx in df.groupby(KEY[:4]).groups.items():
+        main = next((m for m in metrics if df.loc[idx, m].notna().any()), None)
+        if main:
+            df.loc[idx, "_main"] = df.loc[idx, main]
+    df = df.sort_values([*KEY[:4], "_main"], ascending=[True] * 4 + [False], na_position="last")
+    return df.drop(columns="_main").reset_index(drop=True)
 
 
 def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
@@ -62,7 +72,12 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
     if df.empty:
         return "(no results yet)"
     metrics = [c for c in df.columns if c in PREFERRED or ("@" in c and not c.endswith(" std"))]
-    metrics = [m for m in metric_order(set(metrics)) if "." not in m][:max_metrics]
+    metrics = [m for m in metric_order(set(metrics)) if "." not in m]
+    # the first `max_metrics` each task has (a mixed SBIR + CIR table shows both tasks' own)
+    keep: set[str] = set()
+    for _, rows in df.groupby("task"):
+        keep.update([m for m in metrics if rows[m].notna().any()][:max_metrics])
+    metrics = [m for m in metrics if m in keep]
     out = df[[*KEY, "n_seeds"]].copy()
     if "leak" in df:
         out["leak"] = ["yes" if v is True else "" for v in df["leak"]]

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from filelock import FileLock
 
@@ -111,6 +112,23 @@ def _loggers(root: Path, name: str, seed: int, cfg: dict, use_wandb: bool) -> li
     return loggers
 
 
+def _trainer(tcfg: dict, loggers: list, progress: bool) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=tcfg["max_epochs"],
+        accelerator=tcfg["accelerator"],
+        devices=tcfg["devices"],
+        precision=tcfg["precision"],
+        gradient_clip_val=tcfg["gradient_clip_val"],
+        limit_train_batches=tcfg["limit_train_batches"],
+        log_every_n_steps=tcfg["log_every_n_steps"],
+        fast_dev_run=tcfg["fast_dev_run"],
+        logger=loggers,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+    )
+
+
 def bench(
     method: str,
     dataset: str,
@@ -127,12 +145,74 @@ def bench(
     seed = int(seed)
     t_start = time.perf_counter()
     plan = plan_run(method, dataset, seed, overrides, results)
+    if _launched_rank() != 0:  # a DDP worker process Lightning started: rank 0 holds the lock
+        return _run(plan, method, dataset, seed, wandb, progress, t_start)
     # one run per result at a time: a second process (another sweep worker, a restarted sweep
     # while an orphaned worker finishes) waits here, then finds the result and skips
     with FileLock(str(plan.path.with_name(f".{plan.path.name}.lock"))):
         if plan.path.exists() and not overwrite:
             return BenchOutcome(plan.path, skipped=True)
         return _run(plan, method, dataset, seed, wandb, progress, t_start)
+
+
+def _launched_rank() -> int:
+    """Global rank of this process when Lightning (or SLURM/torchrun) launched it, else 0."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _prepare_run(dm, tcfg: dict, seed: int) -> torch.device:
+    """Loader sizes from the trainer config, the global seed; returns the device to use."""
+    # trainer.batch_size is the global batch: each of N DDP processes loads batch_size / N
+    dm.batch_size = max(1, tcfg["batch_size"] // _planned_world_size(tcfg))
+    dm.eval_batch_size = tcfg["eval_batch_size"]
+    dm.num_workers = tcfg["num_workers"]
+    L.seed_everything(seed, workers=True, verbose=False)
+    return _device(tcfg["accelerator"])
+
+
+def _planned_world_size(tcfg: dict) -> int:
+    """Processes a DDP run will start (devices x nodes) when that is known up front, else 1."""
+    devices = tcfg["devices"]
+    if "ddp" not in str(tcfg["strategy"]):
+        return 1
+    n = len(devices) if isinstance(devices, (list, tuple)) else devices
+    return int(n) * int(tcfg["num_nodes"]) if isinstance(n, int) and n > 0 else 1
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def embed_partition(model, dm, part: str, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and labels of partition `part` ('query' or 'gallery'), in partition order.
+
+    Under DDP every rank embeds every world-th item and the pieces are gathered on all ranks
+    (no padding or duplicates, unlike a DistributedSampler), so rank 0 scores the whole set.
+    """
+    from datamodules.base import ItemDataset
+
+    rank, world = _distributed()
+    indices = dm.partitions[part]
+    if world == 1:
+        loader = dm.query_dataloader() if part == "query" else dm.gallery_dataloader()
+        return model.embed(loader, side)
+    import torch.distributed as dist
+
+    mine = np.arange(len(indices))[rank::world]
+    z, y = model.embed(dm._loader(ItemDataset(dm, indices[mine]), False, dm.eval_batch_size), side)
+    pieces: list = [None] * world
+    dist.all_gather_object(pieces, (mine, z, y))
+    order = np.concatenate([p[0] for p in pieces])
+    inverse = torch.as_tensor(np.argsort(order, kind="stable"))
+    return torch.cat([p[1] for p in pieces])[inverse], torch.cat([p[2] for p in pieces])[inverse]
 
 
 @dataclasses.dataclass
@@ -181,6 +261,8 @@ def plan_run(
 def _run(
     plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
 ) -> BenchOutcome:
+    if plan.meta.task == "cir":
+        return run_cir(plan, method, dataset, seed, wandb, progress, t_start)
     meta, method_cls, cfg, dm, path, root = (
         plan.meta,
         plan.method_cls,
@@ -192,10 +274,7 @@ def _run(
     split = dm.split.name
 
     tcfg = cfg["trainer"]
-    dm.batch_size, dm.eval_batch_size = tcfg["batch_size"], tcfg["eval_batch_size"]
-    dm.num_workers = tcfg["num_workers"]
-    device = _device(tcfg["accelerator"])
-    L.seed_everything(seed, workers=True, verbose=False)
+    device = _prepare_run(dm, tcfg, seed)
 
     timings: dict[str, float | bool] = {}
     backbone = None
@@ -223,20 +302,7 @@ def _run(
     loggers = _loggers(root, run_name, seed, cfg, wandb_requested(wandb))
     t0 = time.perf_counter()
     if meta.trains:
-        trainer = L.Trainer(
-            max_epochs=tcfg["max_epochs"],
-            accelerator=tcfg["accelerator"],
-            devices=tcfg["devices"],
-            precision=tcfg["precision"],
-            gradient_clip_val=tcfg["gradient_clip_val"],
-            limit_train_batches=tcfg["limit_train_batches"],
-            log_every_n_steps=tcfg["log_every_n_steps"],
-            fast_dev_run=tcfg["fast_dev_run"],
-            logger=loggers,
-            enable_checkpointing=False,
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-        )
+        trainer = _trainer(tcfg, loggers, progress)
         val = dm.val_dataloader() if len(dm.partitions["val"]) else None
         train = train_loader(dm, model, cfg["model"])
         trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
@@ -244,9 +310,12 @@ def _run(
 
     model.to(device)
     t0 = time.perf_counter()
-    q, ql = model.embed(dm.query_dataloader(), "query")
-    g, gl = model.embed(dm.gallery_dataloader(), "gallery")
+    q, ql = embed_partition(model, dm, "query", "query")
+    g, gl = embed_partition(model, dm, "gallery", "gallery")
     timings["encode_s"] = time.perf_counter() - t0
+    rank, world = _distributed()
+    if rank != 0:  # DDP: rank 0 scores and writes; the others are done
+        return BenchOutcome(path, skipped=False, record=None)
     ev = evaluate_sbir(
         q,
         ql,
@@ -286,6 +355,7 @@ def _run(
         "side_information": side_info,
         "leakage": imagenet_overlap(dm.unseen_photo_wnids(), (backbone or {}).get("pretrained_on")),
         "provenance": provenance(device),
+        "world_size": world,
         "timings": timings,
         "log_dir": loggers[0].log_dir,
     }
@@ -317,8 +387,13 @@ def _run(
 
 def summarize(record: dict) -> str:
     """Two lines for the terminal: main metrics and the chance level beside them."""
+    from zsbench.leaderboard import metric_order
+
     m, c = record["metrics"], record.get("chance", {})
-    keys = [k for k in ("mAP@all", "P@100", "mAP@200", "P@200") if k in m]
+    if record.get("task") == "cir":  # FashionIQ: the category means, not each category
+        keys = [k for k in metric_order(set(m)) if "/" not in k or k.startswith("mean/")][:6]
+    else:
+        keys = [k for k in ("mAP@all", "P@100", "mAP@200", "P@200") if k in m]
     main = "  ".join(f"{k}={m[k]:.4f}" for k in keys)
     chance = "  ".join(f"{k}={c[k]:.4f}" for k in keys if k in c)
     return (
@@ -329,3 +404,189 @@ def summarize(record: dict) -> str:
 
 def describe_config(record: dict) -> str:
     return json.dumps(record["config"], indent=2, default=str)
+
+
+# ----------------------------------------------------------------------------- ZS-CIR
+def cir_train_loader(dm, model):
+    """The CIR training batches the method asks for (`train_on`, see datamodules.cir)."""
+    loaders = {
+        "images": dm.image_train_dataloader,
+        "captions": dm.caption_train_dataloader,
+        "text_triplets": dm.triplet_train_dataloader,
+    }
+    if model.train_on not in loaders:
+        raise ZsbenchError(
+            f"{type(model).__name__} trains (metadata.trains) but train_on={model.train_on!r}; "
+            f"one of {', '.join(loaders)}."
+        )
+    return loaders[model.train_on]()
+
+
+def cir_chance(labels, n_gallery: int) -> dict[str, float]:
+    """Expected metrics of a uniformly random ranking (exact, per query, then averaged).
+
+    R@k: min(k, n) / n over the n candidates (CIRR: the gallery minus the reference);
+    R_subset@k the same over the image set minus the reference; CIRCO's AP@k with m ground
+    truths: sum_{r <= k} (m / n) (1 + (m - 1)(r - 1) / (n - 1)) / r, divided by min(m, k).
+    """
+    from zsbench.metrics.cir import CIRCO_KS, CIRR_KS, CIRR_SUBSET_KS, FASHIONIQ_KS
+
+    ref_in = (labels.reference >= 0).to(torch.float64)
+    n = torch.full_like(ref_in, float(n_gallery))
+    if labels.protocol == "cirr":
+        n = n - ref_in
+    ks = {"cirr": CIRR_KS, "circo": CIRCO_KS, "fashioniq": FASHIONIQ_KS}[labels.protocol]
+    out = {f"R@{k}": float((n.clamp(max=k) / n).mean()) for k in ks}
+    if labels.protocol == "cirr":
+        m = labels.members
+        valid = (m >= 0) & (m != labels.reference[:, None])
+        s = valid.sum(1).to(torch.float64)
+        out.update({f"R_subset@{k}": float((s.clamp(max=k) / s).mean()) for k in CIRR_SUBSET_KS})
+    if labels.protocol == "circo":
+        m = (labels.gt >= 0).sum(1).to(torch.float64)
+        for k in CIRCO_KS:
+            r = torch.arange(1, k + 1, dtype=torch.float64)[None]
+            prec = (1 + (m[:, None] - 1) * (r - 1) / (n[:, None] - 1).clamp(min=1)) / r
+            ap = (m[:, None] / n[:, None] * prec * (r <= n[:, None])).sum(1) / m.clamp(max=k)
+            out[f"mAP@{k}"] = float(ap.mean())
+    return out
+
+
+def cir_examples(scores, labels, data, n_examples: int = 5, top_k: int = 10) -> list[dict]:
+    """Report examples: the first `n_examples` queries with their top-k gallery images
+    (reference removed under CIRR's protocol), each flagged correct when it is a ground truth."""
+    examples = []
+    for qi in range(min(n_examples, len(data.queries))):
+        q = data.queries[qi]
+        row = scores[qi].clone()
+        if labels.protocol == "cirr" and int(labels.reference[qi]) >= 0:
+            row[int(labels.reference[qi])] = float("-inf")
+        relevant = set(q.targets)
+        top = torch.argsort(row, descending=True, stable=True)[:top_k].tolist()
+        text = " / ".join(q.captions)
+        examples.append(
+            {
+                "query": str(data.image_path(q.reference)),
+                "label": text,
+                "top": [
+                    {
+                        "path": str(data.image_path(data.gallery[gi])),
+                        "label": data.gallery[gi],
+                        "correct": data.gallery[gi] in relevant,
+                        "score": float(row[gi]),
+                    }
+                    for gi in top
+                ],
+            }
+        )
+    return examples
+
+
+def _embed_group(model, dm, group):
+    """Query and gallery embeddings of one evaluation group, checked to be in dataset order."""
+    out = []
+    for side, loader in (
+        ("query", dm.query_dataloader(group)),
+        ("gallery", dm.gallery_dataloader(group)),
+    ):
+        z, index = model.embed(loader, side)
+        if not torch.equal(index, torch.arange(len(z))):
+            raise ZsbenchError(f"{side} embeddings came back out of dataset order.")
+        out.append(z)
+    return out
+
+
+def run_cir(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
+) -> BenchOutcome:
+    """The ZS-CIR run: train on what `train_on` names, embed each evaluation group, score it
+    with zsbench.metrics.cir (FashionIQ: per category, then the mean), write the result."""
+    from zsbench.evaluation import similarity_matrix
+    from zsbench.metrics.cir import cir_metrics, fashioniq_mean
+
+    meta, cfg, dm, path, root = plan.meta, plan.cfg, plan.dm, plan.path, plan.root
+    tcfg = cfg["trainer"]
+    device = _prepare_run(dm, tcfg, seed)
+
+    model = plan.method_cls(**cfg["model"])
+    info = model.backbone_info
+    dm.set_normalization(info.mean, info.std)
+    run_name = f"{meta.task}/{dataset}/{dm.split.name}/{method}"
+    loggers = _loggers(root, run_name, seed, cfg, wandb_requested(wandb))
+    timings: dict[str, float | bool] = {}
+    t0 = time.perf_counter()
+    train_items = None
+    if meta.trains:
+        if hasattr(model, "prepare_from_datamodule"):  # e.g. RTD: stage 1 trains its base's phi
+            model.prepare_from_datamodule(dm)
+        train = cir_train_loader(dm, model)
+        train_items = len(train.dataset)
+        _trainer(tcfg, loggers, progress).fit(model, train_dataloaders=train)
+    timings["train_s"] = time.perf_counter() - t0
+    rank, world = _distributed()
+    if rank != 0:  # DDP: rank 0 embeds and scores everything (CIR sets are small)
+        return BenchOutcome(path, skipped=False, record=None)
+
+    model.to(device)
+    per_group, chance, extras = {}, {}, []
+    n_q = n_g = 0
+    timings["encode_s"] = timings["rank_s"] = 0.0
+    for group in dm.groups:
+        t0 = time.perf_counter()
+        q, g = _embed_group(model, dm, group)
+        timings["encode_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = similarity_matrix(q.to(device), g.to(device), model.similarity).cpu()
+        labels = dm.labels(group)
+        chunk = cfg["eval"]["chunk_size"] or 256
+        per_group[group.name or "all"] = cir_metrics(scores, labels, chunk_size=chunk)
+        timings["rank_s"] += time.perf_counter() - t0
+        chance[group.name or "all"] = cir_chance(labels, len(g))
+        extras += cir_examples(scores, labels, group.data, n_examples=max(1, 5 // len(dm.groups)))
+        n_q, n_g = n_q + len(q), n_g + len(g)
+    if dm.protocol == "fashioniq":
+        metrics, chance = fashioniq_mean(per_group), fashioniq_mean(chance)
+    else:
+        (metrics,), (chance,) = per_group.values(), chance.values()
+    timings["total_s"] = time.perf_counter() - t_start
+    timings["encode_items_per_s"] = 2 * n_q / max(timings["encode_s"], 1e-9)
+
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "task": meta.task,
+        "dataset": dataset,
+        "split": dm.split.name,
+        "method": method,
+        "seed": seed,
+        "status": "fast_dev_run" if tcfg["fast_dev_run"] else "ok",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": metrics,
+        "chance": chance,
+        "per_class": None,
+        "per_group": per_group,
+        "spec": {
+            "name": dm.protocol,
+            "definition": "zsbench.metrics.cir (docs/cir.md); ties ranked pessimistically",
+        },
+        "n_queries": n_q,
+        "n_gallery": n_g,
+        "n_queries_without_positive": 0,
+        "n_train_items": train_items,
+        "split_manifest": dm.manifest(),
+        "config": cfg,
+        "method_metadata": meta.to_dict(),
+        "backbone": info.to_dict(),
+        "side_information": None,
+        "leakage": None,
+        "provenance": provenance(device),
+        "timings": timings,
+        "log_dir": loggers[0].log_dir,
+    }
+    write_json_atomic(extras_path(path), {"examples": extras})
+    write_json_atomic(path, record)
+    for logger in loggers[1:]:  # W&B: final metrics next to the training curves
+        logger.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        logger.experiment.summary.update({f"test/{k}": v for k, v in metrics.items()})
+        logger.experiment.finish()
+    update_leaderboard(root)
+    return BenchOutcome(path, skipped=False, record=record)

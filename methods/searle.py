@@ -1,0 +1,363 @@
+"""SEARLE: zero-shot composed image retrieval with textual inversion.
+
+Paper: Baldrati, Agnolucci, Bertini, Del Bimbo, "Zero-Shot Composed Image Retrieval with Textual
+Inversion", ICCV 2023. Official code: miccunifi/SEARLE (`src/phi.py`, `src/oti_inversion.py`,
+`src/train_phi.py`, `src/utils.py`); the defaults below are its argparse defaults.
+
+CLIP stays frozen. SEARLE learns phi, an MLP from a CLIP image embedding to one token embedding
+of the text encoder (the pseudo-word $), in two stages:
+1. OTI (optimisation-based textual inversion), once per training image: a token v, initialised
+   N(0, 0.02^2), is optimised (AdamW lr 2e-2, wd 0.01, 350 steps, EMA 0.99) so that a random
+   PALAVRA template "... $ ..." encodes close to the image (cosine embedding loss), regularised
+   by a phrase about one of the image's top-k concepts in which the concept is replaced by $
+   (GPT phrase loss, weight 0.5; the two losses are averaged with weights 1 and 0.5);
+2. phi distillation: phi(image) is pulled towards the image's OTI token by a contrastive loss
+   (PALAVRA's NT-Xent, temperature 0.25, weight 1) plus the same GPT-phrase regulariser on
+   phi's token (weight 0.25); AdamW lr 1e-4, wd 0.01, batch 256, 100 epochs, phi dropout 0.5.
+Query: "a photo of $ that {modification}" with $ = phi(reference image embedding), through the
+frozen text encoder; gallery: CLIP image embeddings; cosine similarity.
+
+`Phi` and `nt_xent_loss` are shared with LinCIR and RTD (their official code copies them).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.base import CIR_PROMPT, CIRMethod, MethodMetadata
+from zsbench.clip import DEFAULT_CIR_CLIP, encode_prompts, encode_with_pseudo_tokens
+from zsbench.errors import ZsbenchError
+from zsbench.registry import METHODS
+
+__all__ = [
+    "PALAVRA_TEMPLATES",
+    "Phi",
+    "PseudoWordMethod",
+    "Searle",
+    "cosine_embedding_loss",
+    "nt_xent_loss",
+]
+
+# The 24 templates of PALAVRA used by OTI's cosine loss (official utils.get_templates)
+PALAVRA_TEMPLATES = (
+    "This is a photo of a {}",
+    "This photo contains a {}",
+    "A photo of a {}",
+    "This is an illustration of a {}",
+    "This illustration contains a {}",
+    "An illustrations of a {}",
+    "This is a sketch of a {}",
+    "This sketch contains a {}",
+    "A sketch of a {}",
+    "This is a diagram of a {}",
+    "This diagram contains a {}",
+    "A diagram of a {}",
+    "A {}",
+    "We see a {}",
+    "{}",
+    "We see a {} in this photo",
+    "We see a {} in this image",
+    "We see a {} in this illustration",
+    "We see a {} photo",
+    "We see a {} image",
+    "We see a {} illustration",
+    "{} photo",
+    "{} image",
+    "{} illustration",
+)
+
+# Offline stand-in for the GPT-Neo-2.7B phrases (official gpt_phrases_generation.py): phrases
+# that mention the concept once, used when no model.phrases file is given.
+PHRASE_TEMPLATES = (
+    "a photo of a {}",
+    "a close-up photo of the {}",
+    "a {} in the scene",
+    "there is a {} here",
+    "an image showing a {}",
+)
+
+
+class Phi(nn.Module):
+    """Textual-inversion network: a CLIP embedding [B, in] -> a token embedding [B, out].
+
+    Linear(in, hidden) GELU Dropout Linear(hidden, hidden) GELU Dropout Linear(hidden, out), with
+    hidden = 4 * in in SEARLE, LinCIR and RTD.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(input_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, output_dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+def nt_xent_loss(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+    """PALAVRA's contrastive loss (official `utils.contrastive_loss`) on pairs (a_i, b_i).
+
+    With z = normalize([a; b]) (2N rows) and s_jk = z_j . z_k / temperature, each of the 2N rows
+    is a positive pair with its partner (j +- N) against every other row except itself:
+    loss = -mean_j log(exp(s_j,partner) / sum_{k != j} exp(s_jk)). Negatives include rows of
+    the same side (a_i vs a_k), unlike CLIP's loss. Computed in log space (the official code
+    exponentiates first, which overflows in fp16 for small temperatures).
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"nt_xent_loss needs two [N, D] tensors, got {a.shape} and {b.shape}")
+    z = F.normalize(torch.cat([a, b]).float(), dim=1)
+    n = a.shape[0]
+    logits = z @ z.T / temperature
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), -torch.inf)
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, partner)
+
+
+# ---------------------------------------------------------------------------------------------
+# The query side shared by every phi method: "a photo of $ that {m}" with $ = phi(image)
+# ---------------------------------------------------------------------------------------------
+
+
+class PseudoWordMethod(CIRMethod):
+    """A frozen CLIP and a trained `self.phi`; queries put phi(reference image) into the prompt.
+
+    Subclasses build `self.phi` and train it. `query_text_model()` is the text encoder that
+    encodes queries (RTD swaps in its tuned copy); `pseudo_tokens(features)` is phi on CLIP
+    embeddings (LinCIR can L2-normalise them first, as its `--l2_normalize` option)."""
+
+    phi: nn.Module
+    normalize_phi_input: bool = False
+
+    def pseudo_tokens(self, features: Tensor) -> Tensor:
+        if self.normalize_phi_input:
+            features = F.normalize(features, dim=-1)
+        return self.phi(features)
+
+    def query_text_model(self) -> nn.Module:
+        return self.clip
+
+    def encode_query(self, batch: dict) -> Tensor:
+        tokens = self.pseudo_tokens(self.image_features(batch["reference"]))
+        prompts = self.compose(list(batch["text"]))
+        text = encode_with_pseudo_tokens(self.query_text_model(), self.tokenizer, prompts, tokens)
+        return F.normalize(text.float(), dim=-1)
+
+    def make_phi(self, dropout: float) -> Phi:
+        """SEARLE's phi sized for this CLIP: projection dim -> 4x -> token-embedding width."""
+        dim = int(self.clip.config.projection_dim)
+        return Phi(dim, 4 * dim, int(self.clip.text_model.config.hidden_size), dropout)
+
+
+# ---------------------------------------------------------------------------------------------
+# SEARLE
+# ---------------------------------------------------------------------------------------------
+
+
+def cosine_embedding_loss(x: Tensor, y: Tensor) -> Tensor:
+    """mean(1 - cos(x_i, y_i)): torch's CosineEmbeddingLoss with target 1, as the official."""
+    return (1 - F.cosine_similarity(x.float(), y.float(), dim=-1)).mean()
+
+
+def load_concepts(concepts: list[str] | str) -> list[str]:
+    """A concept vocabulary: a list, or a text file with one concept per line."""
+    if isinstance(concepts, str):
+        path = Path(concepts)
+        if not path.is_file():
+            raise ZsbenchError(
+                f"searle: concepts file {concepts!r} not found; give one concept per line "
+                "(official: the Open Images V7 class names) or a YAML list."
+            )
+        concepts = path.read_text(encoding="utf-8").splitlines()
+    words = list(dict.fromkeys(c.strip().lower() for c in concepts if c and c.strip()))
+    if not words:
+        raise ZsbenchError("searle: the concept vocabulary is empty.")
+    return words
+
+
+def load_phrases(concepts: list[str], phrases: str | None) -> dict[str, list[str]]:
+    """concept -> phrases that contain it (official: GPT phrases; concepts whose phrases do not
+    contain the concept are filtered out). Without a file: PHRASE_TEMPLATES."""
+    if phrases is None:
+        return {c: [t.format(c) for t in PHRASE_TEMPLATES] for c in concepts}
+    path = Path(phrases)
+    if not path.is_file():
+        raise ZsbenchError(f"searle: phrases file {phrases!r} not found (JSON concept -> list).")
+    table = json.loads(path.read_text(encoding="utf-8"))
+    kept = {c: [p for p in table.get(c, []) if c in p] for c in concepts}
+    kept = {c: ps for c, ps in kept.items() if ps}
+    if not kept:
+        raise ZsbenchError(f"searle: no phrase in {phrases!r} contains its concept.")
+    return kept
+
+
+@METHODS.register("searle")
+class Searle(PseudoWordMethod):
+    """Frozen CLIP + phi distilled from per-image OTI tokens, with a concept-phrase regulariser."""
+
+    metadata = MethodMetadata(
+        title="SEARLE",
+        task="cir",
+        inputs="images",
+        trains=True,
+        paper=(
+            "Baldrati, Agnolucci, Bertini, Del Bimbo: Zero-Shot Composed Image Retrieval with "
+            "Textual Inversion, ICCV 2023"
+        ),
+        year=2023,
+        code="miccunifi/SEARLE",
+        backbone="CLIP ViT-L/14 (OpenAI weights; SEARLE-XL), frozen; only phi trains",
+        side_information="a concept vocabulary and phrases about each concept",
+        deviations=(
+            "Phrases are templates around the concept unless model.phrases=FILE gives them "
+            "(official: GPT-Neo-2.7B generations, not available offline).",
+            "OTI runs inside phi training, once per training image at its first batch, and is "
+            "cached by image index (official: a separate pre-pass over ImageNet test images).",
+            "Concepts per image: top-k by cosine to the template-ensembled text embeddings of "
+            "model.concepts (official: Open Images V7 names, k 15); synthetic-cir uses its "
+            "attribute words.",
+            "CPU defaults on synthetic-cir: tiny CLIP, 20 OTI steps, top-3 concepts, lr 1e-3, "
+            "3 epochs; preset=paper restores 350 OTI steps, top-15, lr 1e-4, batch 256, 100 "
+            "epochs. Images are resized (official: target-pad 1.25).",
+        ),
+    )
+    similarity = "cosine"
+    train_on = "images"
+
+    def __init__(
+        self,
+        clip: str = DEFAULT_CIR_CLIP,
+        prompt: str = CIR_PROMPT,
+        concepts: list[str] | str | None = None,
+        phrases: str | None = None,
+        top_k: int = 15,
+        oti_steps: int = 350,
+        oti_lr: float = 2e-2,
+        oti_weight_decay: float = 0.01,
+        oti_lambda_cos: float = 1.0,
+        oti_lambda_gpt: float = 0.5,
+        ema_decay: float = 0.99,
+        phi_dropout: float = 0.5,
+        lambda_distil: float = 1.0,
+        lambda_gpt: float = 0.25,
+        temperature: float = 0.25,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if concepts is None:
+            raise ZsbenchError(
+                "searle needs a concept vocabulary: --set model.concepts=FILE (one concept per "
+                "line; official: Open Images V7 class names) or a list in the method YAML."
+            )
+        if top_k < 1 or oti_steps < 0:
+            raise ZsbenchError(f"searle: top_k ({top_k}) >= 1 and oti_steps ({oti_steps}) >= 0.")
+        self.setup_clip(clip)
+        self.phi = self.make_phi(phi_dropout)
+        self.concepts = load_concepts(concepts)
+        self.phrases = load_phrases(self.concepts, phrases)
+        self.concepts = [c for c in self.concepts if c in self.phrases]
+        self.oti_tokens: dict[int, Tensor] = {}  # image index -> EMA OTI token (CPU)
+        self._concept_text: Tensor | None = None
+        self._rng = random.Random(torch.initial_seed())
+
+    # ------------------------------------------------------------------ concepts and phrases
+    @torch.no_grad()
+    def top_concepts(self, features: Tensor) -> list[list[str]]:
+        """Each image's top-k concepts by cosine to the concepts' template-ensembled texts."""
+        if self._concept_text is None or self._concept_text.device != features.device:
+            rows = []
+            for c in self.concepts:
+                t = encode_prompts(
+                    self.clip, self.tokenizer, [p.format(c) for p in PALAVRA_TEMPLATES]
+                )
+                rows.append(F.normalize(F.normalize(t.float(), dim=-1).mean(0), dim=0))
+            self._concept_text = torch.stack(rows).to(features.device)
+        k = min(self.hparams.top_k, len(self.concepts))
+        sims = F.normalize(features.float(), dim=-1) @ self._concept_text.T
+        return [[self.concepts[j] for j in row] for row in sims.topk(k, dim=1).indices.tolist()]
+
+    def phrase_pairs(self, concepts: list[list[str]]) -> tuple[list[str], list[str]]:
+        """Per image a random phrase of a random top concept, and the same with the concept
+        replaced by $ (official: `phrase.replace(concept, " $ ", 1)`)."""
+        plain, masked = [], []
+        for options in concepts:
+            c = self._rng.choice(options)
+            p = self._rng.choice(self.phrases[c])
+            plain.append(p)
+            masked.append(p.replace(c, " $ ", 1))
+        return plain, masked
+
+    def gpt_loss(self, tokens: Tensor, concepts: list[list[str]]) -> Tensor:
+        plain, masked = self.phrase_pairs(concepts)
+        with torch.no_grad():
+            target = encode_prompts(self.clip, self.tokenizer, plain)
+        pred = encode_with_pseudo_tokens(self.clip, self.tokenizer, masked, tokens)
+        return cosine_embedding_loss(pred, target)
+
+    # ------------------------------------------------------------------ OTI
+    def oti(self, features: Tensor, concepts: list[list[str]]) -> Tensor:
+        """Optimisation-based textual inversion of a batch: EMA tokens [B, width]."""
+        h = self.hparams
+        width = int(self.clip.text_model.config.hidden_size)
+        tokens = nn.Parameter(torch.randn(len(features), width, device=features.device) * 0.02)
+        ema = tokens.detach().clone()
+        opt = torch.optim.AdamW([tokens], lr=h.oti_lr, weight_decay=h.oti_weight_decay)
+        with torch.enable_grad():
+            for _ in range(h.oti_steps):
+                templates = [self._rng.choice(PALAVRA_TEMPLATES).format(" $ ") for _ in features]
+                text = encode_with_pseudo_tokens(self.clip, self.tokenizer, templates, tokens)
+                cos = cosine_embedding_loss(text, features)
+                gpt = self.gpt_loss(tokens, concepts)
+                loss = (h.oti_lambda_cos * cos + h.oti_lambda_gpt * gpt) / (
+                    h.oti_lambda_cos + h.oti_lambda_gpt
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                ema = h.ema_decay * ema + (1 - h.ema_decay) * tokens.detach()
+        return ema
+
+    def oti_targets(self, features: Tensor, index: Tensor, concepts: list[list[str]]) -> Tensor:
+        """The cached OTI token of each image, inverting the ones not seen yet."""
+        keys = [int(i) for i in index]
+        todo = [j for j, k in enumerate(keys) if k not in self.oti_tokens]
+        if todo:
+            new = self.oti(features[todo], [concepts[j] for j in todo])
+            for j, tok in zip(todo, new):
+                self.oti_tokens[keys[j]] = tok.cpu()
+        return torch.stack([self.oti_tokens[k] for k in keys]).to(features.device)
+
+    # ------------------------------------------------------------------ phi training
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        h = self.hparams
+        with torch.no_grad():
+            features = self.image_features(batch["image"]).float()
+        concepts = self.top_concepts(features)
+        targets = self.oti_targets(features, batch["index"], concepts)
+        estimated = self.pseudo_tokens(features)
+        distil = nt_xent_loss(targets, estimated, h.temperature)
+        gpt = self.gpt_loss(estimated, concepts)
+        loss = h.lambda_distil * distil + h.lambda_gpt * gpt
+        n = len(features)
+        self.log("train/loss", loss, batch_size=n)
+        self.log("train/distil", distil, batch_size=n)
+        self.log("train/gpt", gpt, batch_size=n)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(
+            self.phi.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )

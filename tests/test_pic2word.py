@@ -1,0 +1,76 @@
+"""Pic2Word: phi's architecture, the symmetric contrastive loss, and one training step."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from methods.pic2word import Phi, Pic2Word, symmetric_contrastive_loss
+from zsbench.clip import encode_with_pseudo_tokens
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Pic2Word(clip="tiny")
+
+
+def test_phi_is_the_official_im2text_shape(model):
+    linears = [m for m in model.phi.modules() if isinstance(m, torch.nn.Linear)]
+    dropouts = [m for m in model.phi.modules() if isinstance(m, torch.nn.Dropout)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (model.backbone_info.feature_dim, 512),
+        (512, 512),
+        (512, model.clip.text_model.config.hidden_size),
+    ]
+    assert [d.p for d in dropouts] == [0.1, 0.1]
+    assert Phi(4, 3, hidden_dim=8, n_layers=1)(torch.zeros(2, 4)).shape == (2, 3)
+
+
+def test_symmetric_loss_on_a_hand_built_case():
+    image = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    text = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    # normalised: cos = [[1, 1/sqrt2], [0, 1/sqrt2]], scale 2
+    s = 1 / math.sqrt(2)
+    logits = 2 * torch.tensor([[1.0, s], [0.0, s]])
+    i2t = -(F.log_softmax(logits, 1)[0, 0] + F.log_softmax(logits, 1)[1, 1]) / 2
+    t2i = -(F.log_softmax(logits.T, 1)[0, 0] + F.log_softmax(logits.T, 1)[1, 1]) / 2
+    loss = symmetric_contrastive_loss(image, text, 2.0)
+    assert float(loss) == pytest.approx(float((i2t + t2i) / 2), rel=1e-6)
+    # swapping the texts makes every pair wrong: the loss rises
+    assert symmetric_contrastive_loss(image, text.flip(0), 2.0) > loss
+    # a single pair has nothing to contrast with
+    assert float(symmetric_contrastive_loss(image[:1], text[:1], 2.0)) == pytest.approx(0.0)
+
+
+def test_one_training_step_updates_only_phi(model):
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 64, 64)
+    model.train()
+    assert not model.clip.training  # CLIP stays in eval mode
+    loss = model.training_step({"image": images, "index": torch.arange(4)}, 0)
+    loss.backward()
+    assert all(p.grad is not None for p in model.phi.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in model.clip.parameters())
+    opt = torch.optim.SGD(model.phi.parameters(), lr=1.0)
+    before = [p.detach().clone() for p in model.phi.parameters()]
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.phi.parameters()))
+    model.zero_grad()
+
+
+def test_query_is_the_prompt_with_phi_injected(model):
+    model.eval()
+    torch.manual_seed(1)
+    batch = {"reference": torch.randn(2, 3, 64, 64), "text": ["is red", "is blue"]}
+    z = model.encode_query(batch)
+    tokens = model.phi(model.image_features(batch["reference"]).float())
+    prompts = ["a photo of $ that is red", "a photo of $ that is blue"]
+    expect = encode_with_pseudo_tokens(model.clip, model.tokenizer, prompts, tokens)
+    assert torch.allclose(z, F.normalize(expect, dim=-1), atol=1e-5)
+    assert torch.allclose(z.norm(dim=-1), torch.ones(2))
+    other = Pic2Word(clip="tiny", prompt="a photo of * , {}", placeholder="*")
+    other.phi.load_state_dict(model.phi.state_dict())
+    assert not torch.allclose(other.eval().encode_query(batch), z)

@@ -1,0 +1,117 @@
+"""SEARLE: phi, the concept/phrase side, OTI, what trains, bench runs (with +rtd variants)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_cir_bench import TINY_CIR  # one list of tiny CIR overrides
+
+import methods.rtd  # noqa: F401  (registers the +rtd variants)
+from methods.searle import Phi, Searle, cosine_embedding_loss, load_phrases
+from zsbench.errors import ZsbenchError
+
+CONCEPTS = ["circle", "square", "red", "blue", "striped"]
+
+
+@pytest.fixture(scope="module")
+def model() -> Searle:
+    torch.manual_seed(0)
+    return Searle(clip="tiny", concepts=CONCEPTS, top_k=2, oti_steps=5, lr=1e-3)
+
+
+def test_phi_shape_and_dropout():
+    phi = Phi(8, 32, 5, dropout=0.5)
+    x = torch.randn(4, 8)
+    assert phi(x).shape == (4, 5)
+    phi.eval()
+    assert torch.equal(phi(x), phi(x))  # no dropout in eval
+
+
+def test_cosine_embedding_loss_matches_torch():
+    a, b = torch.randn(6, 4), torch.randn(6, 4)
+    ref = torch.nn.CosineEmbeddingLoss()(a, b, torch.ones(6))
+    assert cosine_embedding_loss(a, b).item() == pytest.approx(ref.item(), rel=1e-6)
+    assert cosine_embedding_loss(a, 3 * a).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_phrases_keep_only_those_naming_the_concept(tmp_path):
+    path = tmp_path / "phrases.json"
+    path.write_text(json.dumps({"cat": ["a cat on a mat", "a dog"], "dog": ["nothing here"]}))
+    assert load_phrases(["cat", "dog"], str(path)) == {"cat": ["a cat on a mat"]}
+    assert all("red" in p for p in load_phrases(["red"], None)["red"])
+    with pytest.raises(ZsbenchError, match="concept vocabulary"):
+        Searle(clip="tiny")
+
+
+def test_oti_lowers_its_loss_and_is_cached(model):
+    feats = model.image_features(torch.randn(3, 3, 64, 64)).float()
+    concepts = model.top_concepts(feats)
+    assert all(len(c) == 2 and set(c) <= set(CONCEPTS) for c in concepts)
+    torch.manual_seed(1)
+    random_tok = torch.randn(3, model.clip.text_model.config.hidden_size) * 0.02
+    from zsbench.clip import encode_with_pseudo_tokens
+
+    def cos_loss(tok):
+        text = encode_with_pseudo_tokens(model.clip, model.tokenizer, [" $ "] * 3, tok)
+        return cosine_embedding_loss(text, feats).item()
+
+    model.hparams.oti_steps = 30
+    tokens = model.oti_targets(feats, torch.tensor([7, 8, 9]), concepts)
+    assert set(model.oti_tokens) == {7, 8, 9}
+    assert cos_loss(tokens) < cos_loss(random_tok)
+    again = model.oti_targets(feats, torch.tensor([9, 7]), concepts)  # cached: no new OTI
+    assert torch.equal(again, tokens[[2, 0]])
+
+
+def test_one_step_trains_phi_only(model):
+    model.train()
+    before = {k: v.clone() for k, v in model.clip.state_dict().items()}
+    phi_before = [p.clone() for p in model.phi.parameters()]
+    opt = model.configure_optimizers()
+    batch = {"image": torch.randn(4, 3, 64, 64), "index": torch.arange(4)}
+    model.log = lambda *a, **k: None  # no trainer attached
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    assert all(p.grad is None for p in model.clip.parameters())
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(phi_before, model.phi.parameters()))
+    assert all(torch.equal(v, model.clip.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("name", ["searle", "searle+rtd", "pic2word+rtd"])
+def test_bench_fast_dev_run(name, tmp_path, monkeypatch):
+    import zsbench.runner as runner
+    from zsbench.cli import main
+
+    if "prepare_from_datamodule" not in open(runner.__file__).read():
+        original = runner.cir_train_loader  # stage 1 of +rtd, until the runner calls the hook
+
+        def with_stage_one(dm, model):
+            if hasattr(model, "prepare_from_datamodule"):
+                model.prepare_from_datamodule(dm)
+            return original(dm, model)
+
+        monkeypatch.setattr(runner, "cir_train_loader", with_stage_one)
+    args = [a for o in TINY_CIR for a in ("--set", o)]
+    extra = ["--set", "model.base_epochs=1"] if name.endswith("+rtd") else []
+    rc = main(
+        [
+            "bench",
+            "--method",
+            name,
+            "--dataset",
+            "synthetic-cir",
+            "--results-dir",
+            str(tmp_path),
+            "--no-progress",
+            *args,
+            *extra,
+            "--set",
+            "trainer.fast_dev_run=true",
+        ]
+    )
+    assert rc == 0
+    result = json.loads((tmp_path / f"cir/synthetic-cir/test/{name}/seed0.json").read_text())
+    assert result["task"] == "cir" and "mAP@5" in result["metrics"]
