@@ -76,6 +76,8 @@ def test_killed_worker_is_retried_and_nothing_is_lost(tmp_path, tiny, monkeypatc
     outcomes = sweep.run_sweep(todo, tiny, results, jobs=2, retries=1, progress=False)
     assert sorted(o.status for o in outcomes) == ["done", "done"]
     assert all(o.attempts == 2 for o in outcomes)
+    logs = sorted(p.name for p in (results / "logs" / "sweep").glob("frozen__*"))
+    assert logs == ["frozen__synthetic__seed0.try1.log", "frozen__synthetic__seed0.try2.log"]
     assert sorted(r["method"] for r in load_results(results)) == ["frozen", "supervised"]
     todo, done = sweep.pending(cells, tiny, results)  # a rerun has nothing left to do
     assert (len(todo), len(done)) == (0, 2)

@@ -100,6 +100,9 @@ def load_clip(name_or_path: str = DEFAULT_CLIP) -> LoadedClip:
         "model."
     )
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a bar per load; CLIP loads in well under a second
         config = CLIPConfig.from_pretrained(folder, local_files_only=True)
         model = CLIPModel.from_pretrained(folder, config=config, local_files_only=True)
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)

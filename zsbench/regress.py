@@ -5,7 +5,9 @@ per-method overrides and per-metric tolerances; `benchmarks/regression/baseline.
 expected values (one row per method, dataset, metric). A metric regresses when it falls more
 than its tolerance below the baseline; a missing baseline row, a failed run and a dataset that
 is not there (`needs_data`) are reported too. Runs are in-process `bench` calls into a scratch
-results folder, always overwritten, so the check measures the code as it is now.
+results folder, always overwritten, so the check measures the code as it is now. They use one
+torch thread: training results change with the thread count (reduction order), and a baseline
+must not depend on the machine's core count.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import os
 import tempfile
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,6 +84,17 @@ def run_checks(
     progress: bool = False,
 ) -> dict[tuple[str, str], dict]:
     """{(method, dataset): metrics or {"error": text} or {"skipped": reason}}."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # results depend on the thread count: one thread everywhere
+    try:
+        return _run_checks(config, methods, datasets, results, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_checks(config, methods, datasets, results, progress) -> dict[tuple[str, str], dict]:
     from zsbench.runner import bench
 
     results = Path(results or tempfile.mkdtemp(prefix="zsbench-regress-"))
@@ -102,15 +116,17 @@ def run_checks(
             if progress:
                 print(f"regress: {method} on {dataset}", flush=True)
             try:
-                outcome = bench(
-                    method,
-                    dataset,
-                    seed=config.seed,
-                    overrides=[*extra, *overrides],
-                    results=results,
-                    overwrite=True,
-                    progress=False,
-                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # Lightning's notes would bury the table
+                    outcome = bench(
+                        method,
+                        dataset,
+                        seed=config.seed,
+                        overrides=[*extra, *overrides],
+                        results=results,
+                        overwrite=True,
+                        progress=False,
+                    )
                 out[(method, dataset)] = dict(outcome.record["metrics"])
             except Exception as err:  # a crash is a regression, reported with its cause
                 last = traceback.format_exception_only(type(err), err)[-1].strip()

@@ -110,6 +110,14 @@ def worker_command(
     return cmd
 
 
+def _free_log_path(log_dir: Path, cell: Cell) -> Path:
+    """<cell>.tryN.log with the first unused N: a resumed sweep keeps the earlier logs."""
+    n = 1
+    while (path := log_dir / f"{cell.name.replace('/', '__')}.try{n}.log").exists():
+        n += 1
+    return path
+
+
 def _threads_per_worker(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, jobs))
 
@@ -146,7 +154,7 @@ def run_sweep(
             while queue and len(running) < jobs:
                 cell = queue.pop(0)
                 attempts[cell] = attempts.get(cell, 0) + 1
-                log = log_dir / f"{cell.name.replace('/', '__')}.try{attempts[cell]}.log"
+                log = _free_log_path(log_dir, cell)
                 with open(log, "w") as f:
                     proc = subprocess.Popen(
                         worker_command(cell, overrides, results, wandb),
