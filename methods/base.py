@@ -17,7 +17,9 @@ import dataclasses
 from typing import ClassVar
 
 import lightning as L
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from zsbench.errors import ZsbenchError
@@ -30,6 +32,27 @@ CIR_PROMPT = "a photo of $ that {}"
 # `class_embeddings`: {source: float array [num_classes, dim]} for the seen classes, computed by
 # zsbench.semantics from the sources named in the method's `semantics` argument.
 DATA_PROVIDED = ("num_classes", "seen_class_names", "feature_dim", "class_embeddings")
+
+
+def stack_class_embeddings(
+    class_embeddings: dict, num_classes: int, normalize_single: bool = True
+) -> Tensor:
+    """One [num_classes, d] tensor from the runner's {source: array}: each source checked,
+    L2-normalised per class and concatenated in the dict's order. `normalize_single=False`
+    keeps a lone source as it is (methods whose official code feeds raw word vectors)."""
+    if not class_embeddings:
+        raise ZsbenchError("This method needs class embeddings (model.semantics, e.g. 'minilm').")
+    normalize = normalize_single or len(class_embeddings) > 1
+    parts = []
+    for name, arr in class_embeddings.items():
+        t = torch.as_tensor(np.asarray(arr), dtype=torch.float32)
+        if t.ndim != 2 or t.shape[0] != num_classes:
+            raise ZsbenchError(
+                f"class_embeddings[{name!r}] has shape {tuple(t.shape)}; "
+                f"expected [num_classes={num_classes}, dim]."
+            )
+        parts.append(F.normalize(t, dim=-1) if normalize else t)
+    return torch.cat(parts, dim=-1)
 
 
 @dataclasses.dataclass(frozen=True)

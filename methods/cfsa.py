@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
-from methods.lcale import gaussian_mmd, mlp, stack_class_embeddings
+from methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
+from methods.lcale import gaussian_mmd, mlp
 from zsbench.registry import METHODS
 
 DOMAINS = ("sketch", "photo")

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
+from methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
 from zsbench.backbones import (
     create_backbone,
     keep_frozen_batchnorm_in_eval,
@@ -286,18 +286,9 @@ class Doodle2Search(RetrievalMethod):
                 f"doodle2search: domain_schedule must be 'batch' (official code) or 'epoch', "
                 f"got {domain_schedule!r}."
             )
-        if not class_embeddings:
-            raise ZsbenchError("doodle2search needs class embeddings (model.semantics).")
-        parts = []
-        for src, emb in class_embeddings.items():
-            emb = torch.as_tensor(np.asarray(emb), dtype=torch.float32)
-            if emb.ndim != 2 or emb.shape[0] != num_classes:
-                raise ZsbenchError(
-                    f"doodle2search: class embeddings {src!r} have shape {tuple(emb.shape)}; "
-                    f"expected [num_classes={num_classes}, dim]."
-                )
-            parts.append(F.normalize(emb, dim=-1) if len(class_embeddings) > 1 else emb)
-        self.register_buffer("class_emb", torch.cat(parts, dim=1))
+        # one source as the official word vectors (raw); several L2-normalised, concatenated
+        emb = stack_class_embeddings(class_embeddings, num_classes, normalize_single=False)
+        self.register_buffer("class_emb", emb)
 
         enc = dict(
             backbone=backbone,

@@ -30,13 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
-from zsbench.errors import ZsbenchError
+from methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
 from zsbench.registry import METHODS
 
 # ---------------------------------------------------------------------------------------------
@@ -111,22 +109,6 @@ def ramp(progress: float, factor: float, start: float, end: float) -> float:
     if end <= start:
         return factor if progress >= start else 0.0
     return float(min(max((progress - start) / (end - start), 0.0), 1.0) * factor)
-
-
-def stack_class_embeddings(class_embeddings: dict, num_classes: int) -> Tensor:
-    """One [num_classes, d] tensor from {source: array}: each source L2-normalised, concatenated."""
-    if not class_embeddings:
-        raise ZsbenchError("This method needs class embeddings (model.semantics, e.g. 'minilm').")
-    parts = []
-    for name, arr in class_embeddings.items():
-        t = torch.as_tensor(np.asarray(arr), dtype=torch.float32)
-        if t.ndim != 2 or t.shape[0] != num_classes:
-            raise ZsbenchError(
-                f"class_embeddings[{name!r}] has shape {tuple(t.shape)}; "
-                f"expected [num_classes={num_classes}, dim]."
-            )
-        parts.append(F.normalize(t, dim=-1))
-    return torch.cat(parts, dim=-1)
 
 
 class GaussianEncoder(nn.Module):

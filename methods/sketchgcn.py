@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
+from methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
 from zsbench.backbones import (
     create_backbone,
     keep_frozen_batchnorm_in_eval,
@@ -116,18 +116,8 @@ class SemanticCVAE(nn.Module):
 
 def _semantic_matrix(class_embeddings: dict, num_classes: int) -> Tensor:
     """Sources sorted by name, each row-L2-normalised, concatenated, rescaled to unit norm."""
-    if not class_embeddings:
-        raise ZsbenchError("SketchGCN needs class semantics: set model.semantics (e.g. minilm).")
-    parts = []
-    for name in sorted(class_embeddings):
-        e = torch.as_tensor(class_embeddings[name], dtype=torch.float32)
-        if e.ndim != 2 or e.shape[0] != num_classes:
-            raise ZsbenchError(
-                f"class_embeddings[{name!r}] has shape {tuple(e.shape)}; expected "
-                f"[{num_classes} seen classes, dim]."
-            )
-        parts.append(F.normalize(e, dim=-1))
-    return torch.cat(parts, -1) / math.sqrt(len(parts))
+    ordered = {name: class_embeddings[name] for name in sorted(class_embeddings)}
+    return stack_class_embeddings(ordered, num_classes) / math.sqrt(len(ordered))
 
 
 # -- the method ------------------------------------------------------------------------------
