@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
-from methods.cvae import FeatureGenerator, feature_mse, keras_init
+from methods.base import MethodMetadata
+from methods.cvae import SketchConditionedGenerator, feature_mse, keras_init
 from zsbench.registry import METHODS
 
 
@@ -57,7 +57,7 @@ class LatentDiscriminator(nn.Module):
 
 
 @METHODS.register("caae")
-class CAAE(RetrievalMethod):
+class CAAE(SketchConditionedGenerator):
     """Conditional adversarial autoencoder generating photo features from sketch features."""
 
     metadata = MethodMetadata(
@@ -85,32 +85,18 @@ class CAAE(RetrievalMethod):
             "'extended' Sketchy photo set; metrics are zsbench's (mAP@all, P@K), not mAP@200.",
         ),
     )
-    similarity = "cosine"
-    train_on = "pairs"
 
     def __init__(
         self,
-        feature_dim: int,
-        backbone: str = "efficientnet_lite0",
-        weights: str = "default",
-        pairing: str = "instance",
-        hidden_dim: int = 2048,
-        latent_dim: int = 1024,
-        dropout: float = 0.3,
         disc_hidden_dim: int = 1024,
-        recon_weight: float = 1.0,
-        sketch_recon_weight: float = 10.0,
         adv_weight: float = 1.0,
-        lr: float = 2e-4,
         disc_lr: float = 2e-4,
-        beta1: float = 0.5,
-        beta2: float = 0.999,
-        n_samples: int = 100,
+        **kwargs,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator = FeatureGenerator(feature_dim, hidden_dim, latent_dim, dropout)
+        hidden_dim, latent_dim = self.hparams.hidden_dim, self.hparams.latent_dim
         self.to_latent = nn.Linear(hidden_dim, latent_dim)
         self.discriminator = LatentDiscriminator(latent_dim, disc_hidden_dim)
         keras_init(self)
@@ -162,9 +148,3 @@ class CAAE(RetrievalMethod):
             self.discriminator.parameters(), lr=hp.disc_lr, betas=(hp.beta1, hp.beta2)
         )
         return opt_ae, opt_d
-
-    def encode_query(self, batch: dict) -> Tensor:
-        return self.generator.generate_mean(batch["feature"], self.hparams.n_samples)
-
-    def encode_gallery(self, batch: dict) -> Tensor:
-        return batch["feature"]

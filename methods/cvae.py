@@ -103,8 +103,44 @@ class FeatureGenerator(nn.Module):
         return out
 
 
+class SketchConditionedGenerator(RetrievalMethod):
+    """What CVAE and CAAE share (Yelamarthi et al.): the arguments of the official
+    trainCVAE_pre.py, the sketch-conditioned photo-feature generator, and retrieval by the
+    mean of generated photo features (queries) against real photo features (gallery).
+    Subclasses add their latent heads, then call `keras_init(self)`."""
+
+    similarity = "cosine"
+    train_on = "pairs"
+
+    def __init__(
+        self,
+        feature_dim: int,
+        backbone: str = "efficientnet_lite0",
+        weights: str = "default",
+        pairing: str = "instance",
+        hidden_dim: int = 2048,
+        latent_dim: int = 1024,
+        dropout: float = 0.3,
+        recon_weight: float = 1.0,
+        sketch_recon_weight: float = 10.0,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        n_samples: int = 100,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.generator = FeatureGenerator(feature_dim, hidden_dim, latent_dim, dropout)
+
+    def encode_query(self, batch: dict) -> Tensor:
+        return self.generator.generate_mean(batch["feature"], self.hparams.n_samples)
+
+    def encode_gallery(self, batch: dict) -> Tensor:
+        return batch["feature"]
+
+
 @METHODS.register("cvae")
-class CVAE(RetrievalMethod):
+class CVAE(SketchConditionedGenerator):
     """Conditional VAE generating photo features from sketch features (Yelamarthi et al.)."""
 
     metadata = MethodMetadata(
@@ -132,28 +168,10 @@ class CVAE(RetrievalMethod):
             "mAP@200 / P@200 code.",
         ),
     )
-    similarity = "cosine"
-    train_on = "pairs"
 
-    def __init__(
-        self,
-        feature_dim: int,
-        backbone: str = "efficientnet_lite0",
-        weights: str = "default",
-        pairing: str = "instance",
-        hidden_dim: int = 2048,
-        latent_dim: int = 1024,
-        dropout: float = 0.3,
-        recon_weight: float = 1.0,
-        sketch_recon_weight: float = 10.0,
-        lr: float = 2e-4,
-        beta1: float = 0.5,
-        beta2: float = 0.999,
-        n_samples: int = 100,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.generator = FeatureGenerator(feature_dim, hidden_dim, latent_dim, dropout)
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        hidden_dim, latent_dim = self.hparams.hidden_dim, self.hparams.latent_dim
         self.mu = nn.Linear(hidden_dim, latent_dim)
         self.log_var = nn.Linear(hidden_dim, latent_dim)
         keras_init(self)
@@ -182,11 +200,12 @@ class CVAE(RetrievalMethod):
         hp = self.hparams
         return torch.optim.Adam(self.parameters(), lr=hp.lr, betas=(hp.beta1, hp.beta2))
 
-    def encode_query(self, batch: dict) -> Tensor:
-        return self.generator.generate_mean(batch["feature"], self.hparams.n_samples)
 
-    def encode_gallery(self, batch: dict) -> Tensor:
-        return batch["feature"]
-
-
-__all__ = ["CVAE", "FeatureGenerator", "feature_mse", "keras_init", "kl_standard_normal"]
+__all__ = [
+    "CVAE",
+    "FeatureGenerator",
+    "SketchConditionedGenerator",
+    "feature_mse",
+    "keras_init",
+    "kl_standard_normal",
+]
