@@ -217,3 +217,15 @@ def test_wandb_offline_leaves_local_run(tmp_path, tiny, monkeypatch):
     assert b'"n_shapes":3' in data
     assert b"test/mAP@all" in data  # final metrics
     assert os.environ["WANDB_MODE"] == "offline"
+
+
+def test_cold_and_warm_feature_cache_give_the_same_result(tmp_path, tiny, monkeypatch):
+    """Extracting features (a cache miss) must not change the run: the model is seeded after."""
+    monkeypatch.setenv("ZSBENCH_CACHE", str(tmp_path / "fresh-cache"))
+    records = []
+    for name in ("cold", "warm"):
+        assert run(*bench_args(tmp_path / name, tiny, "caae")) == 0
+        (path,) = (tmp_path / name).rglob("seed0.json")
+        records.append(json.loads(path.read_text()))
+    assert [r["timings"]["feature_cache_hit"] for r in records] == [False, True]
+    assert records[0]["metrics"] == records[1]["metrics"]

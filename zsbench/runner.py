@@ -163,14 +163,20 @@ def _launched_rank() -> int:
     return 0
 
 
-def _prepare_run(dm, tcfg: dict, seed: int) -> torch.device:
-    """Loader sizes from the trainer config, the global seed; returns the device to use."""
+def _prepare_run(dm, tcfg: dict) -> torch.device:
+    """Loader sizes from the trainer config; returns the device to use."""
     # trainer.batch_size is the global batch: each of N DDP processes loads batch_size / N
     dm.batch_size = max(1, tcfg["batch_size"] // _planned_world_size(tcfg))
     dm.eval_batch_size = tcfg["eval_batch_size"]
     dm.num_workers = tcfg["num_workers"]
-    L.seed_everything(seed, workers=True, verbose=False)
     return _device(tcfg["accelerator"])
+
+
+def _seeded_model(method_cls, seed: int, **kwargs):
+    """The method built right after seeding: whatever ran before (feature extraction on a
+    cache miss draws from the global RNG through its DataLoader) cannot change the result."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    return method_cls(**kwargs)
 
 
 def _planned_world_size(tcfg: dict) -> int:
@@ -274,7 +280,7 @@ def _run(
     split = dm.split.name
 
     tcfg = cfg["trainer"]
-    device = _prepare_run(dm, tcfg, seed)
+    device = _prepare_run(dm, tcfg)
 
     timings: dict[str, float | bool] = {}
     backbone = None
@@ -291,7 +297,9 @@ def _run(
     side_info = None
     if "class_embeddings" in params:
         provided["class_embeddings"], side_info = side_information(cfg["model"], dm.split.seen)
-    model = method_cls(**cfg["model"], **{k: v for k, v in provided.items() if k in params})
+    model = _seeded_model(
+        method_cls, seed, **cfg["model"], **{k: v for k, v in provided.items() if k in params}
+    )
     if meta.inputs == "images":  # the method owns its backbone: normalise images its way
         info = model.backbone_info
         dm.set_normalization(info.mean, info.std)
@@ -506,9 +514,9 @@ def run_cir(
 
     meta, cfg, dm, path, root = plan.meta, plan.cfg, plan.dm, plan.path, plan.root
     tcfg = cfg["trainer"]
-    device = _prepare_run(dm, tcfg, seed)
+    device = _prepare_run(dm, tcfg)
 
-    model = plan.method_cls(**cfg["model"])
+    model = _seeded_model(plan.method_cls, seed, **cfg["model"])
     info = model.backbone_info
     dm.set_normalization(info.mean, info.std)
     run_name = f"{meta.task}/{dataset}/{dm.split.name}/{method}"
