@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -169,59 +168,13 @@ def test_word_vectors_cache_tracks_the_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- clip
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP byte-level alphabet: 256 printable characters standing for the 256 bytes."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> Path:
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    chars = _bytes_to_unicode()
-    vocab: dict[str, int] = {}
-    for tok in ["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)]:
-        vocab.setdefault(tok, len(vocab))
-    for tok in ["ca", "cat</w>"]:
-        vocab.setdefault(tok, len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\nc a\nca t</w>\n", encoding="utf-8")
-    tokenizer = transformers.CLIPTokenizer.from_pretrained(str(folder))
-    config = transformers.CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=32,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        ),
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=16,
-        ),
-        projection_dim=8,
-    )
-    torch.manual_seed(0)
-    transformers.CLIPModel(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    """A tiny random CLIP folder, written by the same code as `model.clip=tiny`."""
+    pytest.importorskip("transformers")
+    from zsbench.clip import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), image_size=32, layers=1)
 
 
 def test_clip_tiny_random_model(tiny_clip, tmp_path, monkeypatch):
@@ -229,7 +182,7 @@ def test_clip_tiny_random_model(tiny_clip, tmp_path, monkeypatch):
     assert resolve_hf_model(str(tiny_clip)) == tiny_clip.resolve()
     names = ["cat", "dog", "hot_air_balloon"]
     emb = class_embeddings(names, "clip", path=str(tiny_clip), cache=tmp_path)
-    assert emb.shape == (3, 8) and emb.dtype == np.float32
+    assert emb.shape == (3, 32) and emb.dtype == np.float32  # projection_dim 32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(emb[0], emb[1])
     again = class_embeddings(names, "clip", path=str(tiny_clip), cache=tmp_path / "fresh")
