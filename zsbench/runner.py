@@ -384,10 +384,17 @@ def _run(
             seed=seed,
         ),
     )
+    return _publish(path, record, loggers, root)
+
+
+def _publish(path: Path, record: dict, loggers: list, root: Path) -> BenchOutcome:
+    """Write the result (after its extras), send the final metrics to W&B next to the training
+    curves, rebuild the leaderboard."""
     write_json_atomic(path, record)
-    for logger in loggers[1:]:  # W&B: final metrics next to the training curves
-        logger.log_metrics({f"test/{k}": v for k, v in ev["metrics"].items()})
-        logger.experiment.summary.update({f"test/{k}": v for k, v in ev["metrics"].items()})
+    metrics = {f"test/{k}": v for k, v in record["metrics"].items()}
+    for logger in loggers[1:]:
+        logger.log_metrics(metrics)
+        logger.experiment.summary.update(metrics)
         logger.experiment.finish()
     update_leaderboard(root)
     return BenchOutcome(path, skipped=False, record=record)
@@ -591,10 +598,4 @@ def run_cir(
         "log_dir": loggers[0].log_dir,
     }
     write_json_atomic(extras_path(path), {"examples": extras})
-    write_json_atomic(path, record)
-    for logger in loggers[1:]:  # W&B: final metrics next to the training curves
-        logger.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-        logger.experiment.summary.update({f"test/{k}": v for k, v in metrics.items()})
-        logger.experiment.finish()
-    update_leaderboard(root)
-    return BenchOutcome(path, skipped=False, record=record)
+    return _publish(path, record, loggers, root)
