@@ -184,6 +184,17 @@ class TripletDataset(PairDataset):
         return out
 
 
+def make_loader(dataset: Dataset, shuffle: bool, batch_size: int, num_workers: int) -> DataLoader:
+    """The DataLoader every datamodule uses (workers kept alive between epochs)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
 def load_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
@@ -365,13 +376,7 @@ class SBIRDataModule(L.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return make_loader(dataset, shuffle, batch_size, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         """Seen-class items of both domains (augmented images, or features), shuffled."""

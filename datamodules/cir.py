@@ -33,7 +33,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from datamodules.base import find_root, load_image
+from datamodules.base import find_root, load_image, make_loader
 from datamodules.cir_readers import (
     FASHIONIQ_CATEGORIES,
     CIRSplit,
@@ -251,13 +251,7 @@ class CIRDataModule(L.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return make_loader(dataset, shuffle, batch_size, self.num_workers)
 
     def query_dataloader(self, group: EvalGroup) -> DataLoader:
         return self._loader(QueryDataset(self, group.data), False, self.eval_batch_size)
