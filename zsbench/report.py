@@ -20,7 +20,6 @@ import functools
 import html
 import io
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from PIL import Image
 from zsbench import __version__
 from zsbench.errors import ZsbenchError
 from zsbench.leaderboard import KEY, build_leaderboard, metric_order
-from zsbench.results import extras_path, read_result, write_text_atomic
+from zsbench.results import extras_path, read_result, result_files, write_text_atomic
 from zsbench.results import results_dir as resolve_results_dir
 
 THUMB_PX = 96
@@ -43,7 +42,6 @@ PALETTE = [
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9",
     "#D55E00", "#F0E442", "#000000", "#7F7F7F", "#8C564B",
 ]  # fmt: skip
-_RESULT_NAME = re.compile(r"^seed\d+\.json$")
 
 
 @dataclass
@@ -108,9 +106,7 @@ def report_main(argv: list[str] | None = None) -> int:
 def load_runs(root: Path) -> list[Run]:
     """Every result with status "ok" under `root`, each with its extras if readable."""
     runs = []
-    for path in sorted(Path(root).rglob("seed*.json")):
-        if not _RESULT_NAME.match(path.name):
-            continue
+    for path in result_files(root):
         record = read_result(path)
         if record.get("status") == "ok":
             runs.append(_with_extras(record, extras_path(path)))

@@ -94,9 +94,14 @@ def read_result(path: Path) -> dict:
     return data
 
 
-def load_results(root: Path) -> list[dict]:
-    """Every result under `root` (hidden temp files ignored)."""
+def result_files(root: Path) -> list[Path]:
+    """Every result file `seed<N>.json` under `root`, sorted (temp files and extras left out)."""
     root = Path(root)
     if not root.exists():
         return []
-    return [read_result(p) for p in sorted(root.rglob("seed*.json")) if _RESULT_NAME.match(p.name)]
+    return [p for p in sorted(root.rglob("seed*.json")) if _RESULT_NAME.match(p.name)]
+
+
+def load_results(root: Path) -> list[dict]:
+    """Every result under `root` (hidden temp files ignored)."""
+    return [read_result(p) for p in result_files(root)]
