@@ -69,6 +69,9 @@ class MethodMetadata:
     backbone: str
     side_information: str | None  # e.g. "word2vec + WordNet", None when the method uses none
     deviations: tuple[str, ...] = ()  # where zsbench differs from the paper, and why
+    # one line for the leaderboard's notes column: a caveat a reader of the numbers needs
+    # (e.g. the measured reason a trained method does not beat the frozen baseline)
+    notes: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,6 +112,48 @@ class RetrievalMethod(L.LightningModule):
             labels.append(batch["label"].cpu())
         self.train(was_training)
         return torch.cat(embs), torch.cat(labels)
+
+    # -- seen-class validation: retrieval mAP of val sketches against val photos ----------
+    # Opt in from `validation_step` (call `collect_validation(batch)`) and
+    # `on_validation_epoch_end` (call `log_validation_map()`): the learning curve a user reads
+    # to tell an undertrained method from a broken one. Seen classes only, never unseen.
+    def collect_validation(self, batch: dict) -> None:
+        """Embed one seen-class validation batch: sketches as queries, photos as gallery."""
+        store = self.__dict__.setdefault("_val_store", {})
+        n = len(batch["label"])
+        for side, domain, encode in (
+            ("query", 0, self.encode_query),
+            ("gallery", 1, self.encode_gallery),
+        ):
+            keep = batch["domain"] == domain
+            if not bool(keep.any()):
+                continue
+            sub = {
+                k: v[keep] if isinstance(v, Tensor) and len(v) == n else v for k, v in batch.items()
+            }
+            store.setdefault(side, []).append(encode(sub).float().cpu())
+            store.setdefault(side + "_labels", []).append(batch["label"][keep].cpu())
+
+    def log_validation_map(self) -> float | None:
+        """Log `val/mAP` (mAP@all of the collected batches) and return it; None without data."""
+        from zsbench.evaluation import evaluate_sbir
+
+        store, self._val_store = self.__dict__.get("_val_store", {}), {}
+        if not store.get("query") or not store.get("gallery"):
+            return None
+        ev = evaluate_sbir(
+            torch.cat(store["query"]),
+            torch.cat(store["query_labels"]),
+            torch.cat(store["gallery"]),
+            torch.cat(store["gallery_labels"]),
+            similarity=self.similarity,
+            device="cpu",
+        )
+        m_ap = float(ev["metrics"]["mAP@all"])
+        if np.isfinite(m_ap):
+            self.log("val/mAP", m_ap, prog_bar=True)
+            return m_ap
+        return None
 
 
 class CIRMethod(RetrievalMethod):

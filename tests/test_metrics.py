@@ -35,9 +35,11 @@ def _sk_ap(rel, s):
         return float(average_precision_score(rel, s))
 
 
-def _pess_order(s, rel):
-    """Descending score; inside ties non-relevant first (what zsbench's paper specs use)."""
-    return np.lexsort((rel.astype(int), -s))
+def _order(s, rel, ties):
+    """Descending score; inside ties non-relevant first (pessimistic) or relevant first
+    (optimistic)."""
+    sign = 1 if ties == "pessimistic" else -1
+    return np.lexsort((sign * rel.astype(int), -s))
 
 
 def ref_precision_expected(s, rel, k, den):
@@ -58,9 +60,15 @@ def ref_ap_at_k_expected(s, rel, k):
     return total / min(k, rel.sum())
 
 
-def ref_voc(s, rel, top):
+def ref_ap_at_k_ranked(s, rel, k, ties):
+    ranked = _order(s, rel, ties)[:k]
+    total = sum(rel[s >= s[p]].sum() / (s >= s[p]).sum() for p in ranked if rel[p])
+    return total / min(k, rel.sum())
+
+
+def ref_voc(s, rel, top, ties):
     """SAKE eval_AP_inner + VOCap, re-derived: cumulative tp/fp, envelope, recall steps."""
-    tp = rel[_pess_order(s, rel)].astype(float)
+    tp = rel[_order(s, rel, ties)].astype(float)
     tot_pos = tp.sum()
     if top is not None:
         top = min(top, len(tp))
@@ -78,51 +86,55 @@ def ref_voc(s, rel, top):
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
-def ref_precision_ranked(s, rel, k, den):
-    hits = rel[_pess_order(s, rel)][:k].sum()
-    return hits / (min(k, len(s)) if den == "min_k_g" else k)
+def ref_precision_ranked(s, rel, k, den, ties):
+    hits = rel[_order(s, rel, ties)][:k].sum()
+    if den == "min_k_g":
+        return hits / min(k, len(s))
+    return hits / (k if den == "k" else min(k, rel.sum()))
 
 
-def ref_window(s, rel, k):
+def ref_window(s, rel, k, ties):
     m = min(k, rel.sum())
-    return rel[_pess_order(s, rel)][:m].mean()
+    return rel[_order(s, rel, ties)][:m].mean()
 
 
-def ref_sempcyc(s, rel, k):
-    idx = _pess_order(s, rel)[:k]
+def ref_sempcyc(s, rel, k, ties):
+    idx = _order(s, rel, ties)[:k]
     if rel[idx].sum() == 0:
         return 0.0
     return _sk_ap(rel[idx], s[idx])
 
 
-def ref_yelamarthi(s, rel, k):
-    r = rel[_pess_order(s, rel)][:k].astype(float)
-    return (
-        float(np.mean(np.cumsum(r) * r / np.arange(1, k + 1)))
-        if len(r) == k
-        else (float(np.sum(np.cumsum(r) * r / np.arange(1, len(r) + 1)) / k))
-    )
+def ref_yelamarthi(s, rel, k, ties):
+    r = rel[_order(s, rel, ties)][:k].astype(float)
+    return float(np.sum(np.cumsum(r) * r / np.arange(1, len(r) + 1)) / k)
 
 
-def reference(m: MetricDef, s: np.ndarray, rel: np.ndarray) -> float:
+def reference(m: MetricDef, s: np.ndarray, rel: np.ndarray, ties: str) -> float:
+    """The value of ``m`` under the ``pessimistic`` or ``optimistic`` tie rule; ``expected``
+    only for the rules with a closed form written here (ap, ap_at_k, precision)."""
     if not rel.any():
         return math.nan if m.no_positive == "exclude" else 0.0
     if m.rule == "ap":
         return _sk_ap(rel, s)
+    if ties == "expected":
+        if m.rule == "ap_at_k":
+            return ref_ap_at_k_expected(s, rel, m.k)
+        if m.rule == "precision" and m.denominator != "min_k_g":
+            return ref_precision_expected(s, rel, m.k, m.denominator)
+        raise AssertionError(f"no closed-form reference for {m.rule} with expected ties")
     if m.rule == "ap_at_k":
-        return ref_ap_at_k_expected(s, rel, m.k)
-    if m.rule == "precision":
-        return ref_precision_expected(s, rel, m.k, m.denominator)
+        return ref_ap_at_k_ranked(s, rel, m.k, ties)
     if m.rule == "voc_ap":
-        return ref_voc(s, rel, m.k)
-    if m.rule == "precision_ranked":
-        return ref_precision_ranked(s, rel, m.k, m.denominator)
+        return ref_voc(s, rel, m.k, ties)
+    if m.rule == "precision":
+        return ref_precision_ranked(s, rel, m.k, m.denominator, ties)
     if m.rule == "window_precision":
-        return ref_window(s, rel, m.k)
+        return ref_window(s, rel, m.k, ties)
     if m.rule == "sempcyc_ap_at_k":
-        return ref_sempcyc(s, rel, m.k)
+        return ref_sempcyc(s, rel, m.k, ties)
     if m.rule == "yelamarthi_ap_at_k":
-        return ref_yelamarthi(s, rel, m.k)
+        return ref_yelamarthi(s, rel, m.k, ties)
     raise AssertionError(m.rule)
 
 
@@ -186,32 +198,45 @@ def test_map_equals_torchmetrics_on_positive_scores():
 # ---------------------------------------------------------------- golden: naive numpy reference
 
 
+@pytest.mark.parametrize("rule", ["pessimistic", "optimistic"])
 @pytest.mark.parametrize("ties", [True, False])
 @pytest.mark.parametrize("name", sorted(METRIC_SPECS))
 @pytest.mark.parametrize("k", [None, 3, 17])
-def test_every_spec_matches_numpy_reference(name, ties, k):
+def test_every_spec_matches_numpy_reference(name, ties, k, rule):
     spec = METRIC_SPECS[name] if k is None else _with_k(METRIC_SPECS[name], k)
     s, rel = _random(3, 25, 80 if k else 260, ties)
-    got = per_query_values(s, rel, spec)
+    got = per_query_values(s, rel, spec, ties=rule)
     for m in spec.metrics:
-        exp = np.array([reference(m, s[i], rel[i]) for i in range(len(s))])
+        exp = np.array([reference(m, s[i], rel[i], rule) for i in range(len(s))])
         np.testing.assert_allclose(got[m.key].numpy(), exp, atol=1e-9, rtol=0, err_msg=m.key)
 
 
-def test_capped_neg_gt_equals_exact():
+@pytest.mark.parametrize("name", ["default", "precision-min-k-r"])
+@pytest.mark.parametrize("k", [None, 3, 17])
+def test_expected_closed_forms_match_numpy_reference(name, k):
+    spec = METRIC_SPECS[name] if k is None else _with_k(METRIC_SPECS[name], k)
+    s, rel = _random(3, 25, 80, ties=True)
+    got = per_query_values(s, rel, spec)
+    for m in spec.metrics:
+        exp = np.array([reference(m, s[i], rel[i], "expected") for i in range(len(s))])
+        np.testing.assert_allclose(got[m.key].numpy(), exp, atol=1e-9, rtol=0, err_msg=m.key)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rank_stats_counts_equal_brute_force(dtype):
     s, rel = _random(4, 20, 300, ties=True)
+    s = s + np.random.default_rng(0).integers(0, 2, s.shape) * 0.5  # more distinct values
     for i in range(len(s)):
         if not rel[i].any():
             continue
-        pos, neg = torch.tensor(s[i][rel[i]])[None], torch.tensor(s[i][~rel[i]])[None]
-        exact, capped = rank_stats(pos, neg), rank_stats(pos, neg, gt_cap=20)
-        for k in (1, 5, 20):
-            assert torch.allclose(ranking.hits_expected(exact, k), ranking.hits_expected(capped, k))
-            assert torch.allclose(
-                ranking.ap_at_k_expected(exact, k), ranking.ap_at_k_expected(capped, k)
-            )
-        with pytest.raises(ValueError, match="gt_cap"):
-            ranking.hits_expected(capped, 21)
+        p, n = s[i][rel[i]], s[i][~rel[i]]
+        st = rank_stats(torch.tensor(p, dtype=dtype)[None], torch.tensor(n, dtype=dtype)[None])
+        desc = np.sort(p)[::-1]
+        np.testing.assert_array_equal(st.neg_ge[0].numpy(), [(n >= v).sum() for v in desc])
+        np.testing.assert_array_equal(st.neg_gt[0].numpy(), [(n > v).sum() for v in desc])
+        np.testing.assert_array_equal(st.tp_gt[0].numpy(), [(p > v).sum() for v in desc])
+        assert float(st.n_tied_neg[0]) == np.isin(n, p).sum()
+        assert float(st.n_tied()[0]) == np.isin(n, p).sum() + np.isin(p, n).sum()
 
 
 # ------------------------------------------------------------------- hand-computed toy rankings
@@ -262,7 +287,7 @@ def test_toy_a_cutoffs_by_hand():
         ("precision", 3, "-", "k"),  # 2 / 3
         ("precision", 5, "-", "min_k_r"),  # hits in top 5 = 3, / min(5, 4) = 3 / 4
         ("voc_ap", 3, "-"),  # envelope 2/3, 2/3 -> (4/3) / min(3, 4)
-        ("precision_ranked", 3, "-", "min_k_g"),  # 2 / min(3, 6)
+        ("precision", 3, "-", "min_k_g"),  # 2 / min(3, 6)
         ("window_precision", 5, "-"),  # first min(5, 4) = 4 ranks hold 2 -> 2 / 4
         ("sempcyc_ap_at_k", 3, "-"),  # sklearn AP of [n, p, p]: (1/2 + 2/3) / 2
         ("yelamarthi_ap_at_k", 3, "-"),  # (1/2 + 2/3) / 3
@@ -276,31 +301,51 @@ def test_toy_a_cutoffs_by_hand():
 TOY_B = (np.array([3.0, 2, 2, 2, 1, 1]), np.array([0, 1, 0, 1, 1, 0], bool))
 
 
-def test_toy_b_ties_by_hand():
-    # sklearn: threshold 2 -> TP 2 / 4 retrieved, threshold 1 -> TP 3 / 6:
-    #   AP = (2/3) * (1/2) + (1/3) * (1/2) = 1/2
-    # expected P@3: 1 item above the tie group {2, 2, 2} (2 relevant), 2 of its 3 slots in
-    #   the top 3 -> hits = 2 * 2/3 = 4/3 -> P@3 = 4/9
-    # expected AP@3: both relevant 2's have w = 2/3, precision 2/4 -> (2 * 2/3 * 1/2) / 3 = 2/9
-    # pessimistic order: [3n, 2n, 2p, 2p, 1n, 1p] -> relevant ranks 3, 4, 6
-    #   P@3 ranked = 1 / min(3, 6) = 1/3; VOC@3 (denominator min(3, 3)): (1/3) / 3 = 1/9
-    #   VOC@all: precisions 1/3, 2/4, 3/6 -> envelope 1/2, 1/2, 1/2 -> 1/2
-    #   sem-pcyc@3: list [3n, 2n, 2p], sklearn AP = 1/3 (one threshold at 2: 1 TP of 3)
-    #   yelamarthi@3: (1/3) / 3 = 1/9 ; window@3 (m = min(3, 3)): 1 / 3
-    spec = _toy_spec(
-        ("ap", None, "-"),
-        ("precision", 3, "-", "k"),
-        ("ap_at_k", 3, "-"),
-        ("precision_ranked", 3, "-", "min_k_g"),
-        ("voc_ap", 3, "-"),
-        ("voc_ap", None, "-"),
-        ("sempcyc_ap_at_k", 3, "-"),
-        ("yelamarthi_ap_at_k", 3, "-"),
-        ("window_precision", 3, "-"),
-    )
-    exp = [1 / 2, 4 / 9, 2 / 9, 1 / 3, 1 / 9, 1 / 2, 1 / 3, 1 / 9, 1 / 3]
-    got = per_query_values(*TOY_B, spec)
-    assert [float(got[f"m{i}"][0]) for i in range(len(exp))] == pytest.approx(exp, abs=1e-12)
+TOY_B_SPEC = _toy_spec(
+    ("ap", None, "-"),
+    ("precision", 3, "-", "k"),
+    ("ap_at_k", 3, "-"),
+    ("precision", 3, "-", "min_k_g"),
+    ("voc_ap", 3, "-"),
+    ("voc_ap", None, "-"),
+    ("sempcyc_ap_at_k", 3, "-"),
+    ("yelamarthi_ap_at_k", 3, "-"),
+    ("window_precision", 3, "-"),
+)
+# Tie groups: {3: n}, {2: p, n, p}, {1: p, n}. sklearn AP (no order involved): threshold 2 ->
+# TP 2 of 4 retrieved, threshold 1 -> TP 3 of 6: (2/3) * (1/2) + (1/3) * (1/2) = 1/2.
+TOY_B_BY_HAND = {
+    # order [3n, 2n, 2p, 2p, 1n, 1p]: relevant ranks 3, 4, 6
+    #   P@3 = 1/3; AP@3: the rank-3 positive, sklearn precision 2/4, over min(3, 3) -> 1/6;
+    #   VOC@3 (R' = 3): (1/3) / 3; VOC@all: precisions 1/3, 2/4, 3/6 -> envelope 1/2 each;
+    #   sem-pcyc@3: list [3n, 2n, 2p], one threshold at 2: 1 TP of 3 -> 1/3;
+    #   yelamarthi@3: (1/3) / 3; window (m = 3): 1 / 3
+    "pessimistic": [1 / 2, 1 / 3, 1 / 6, 1 / 3, 1 / 9, 1 / 2, 1 / 3, 1 / 9, 1 / 3],
+    # order [3n, 2p, 2p, 2n, 1p, 1n]: relevant ranks 2, 3, 5
+    #   P@3 = 2/3; AP@3 = (2/4 + 2/4) / 3; VOC@3: precisions 1/2, 2/3 -> 2/3 twice, / 3;
+    #   VOC@all: 1/2, 2/3, 3/5 -> envelope 2/3, 2/3, 3/5 -> 29/45; sem-pcyc@3: 2 TP of 3;
+    #   yelamarthi@3: (1/2 + 2/3) / 3; window: 2 / 3
+    "optimistic": [1 / 2, 2 / 3, 1 / 3, 2 / 3, 4 / 9, 29 / 45, 2 / 3, 7 / 18, 2 / 3],
+    # random order inside groups, by enumeration: the 2-group puts its negative on slot 1, 2
+    # or 3 (a, b, c), the 1-group its positive first or second (x, y), all equally likely.
+    #   expected hits in the top 3: 2 * (2/3) -> P@3 = 4/9 (also over min(3, 6));
+    #   AP@3: w = 2/3 for both 2-positives, precision 2/4: (2 * 2/3 * 1/2) / 3;
+    #   VOC@3: a 1/9, b (1/2) / 3, c (2/3 + 2/3) / 3 -> mean 13/54;
+    #   VOC@all: ax 3/5, ay 1/2, bx 3/5, by 1/2, cx 29/45, cy 11/18 -> 311/540;
+    #   sem-pcyc@3: a 1/3, b 1/3, c 2/3 -> 4/9; yelamarthi@3: a 1/3, b 1/2, c 7/6, / 3 ->
+    #   2/9; window: (4/3) / 3
+    "expected": [1 / 2, 4 / 9, 2 / 9, 4 / 9, 13 / 54, 311 / 540, 4 / 9, 2 / 9, 4 / 9],
+}
+
+
+@pytest.mark.parametrize("rule", sorted(TOY_B_BY_HAND))
+def test_toy_b_ties_by_hand(rule):
+    got = per_query_values(*TOY_B, TOY_B_SPEC, ties=rule)
+    exp = TOY_B_BY_HAND[rule]
+    for i, m in enumerate(TOY_B_SPEC.metrics):
+        # the VOC AP with expected ties is sampled: one query, standard error about 4e-4
+        tol = 2e-3 if m.sampled(rule) else 1e-12
+        assert float(got[m.key][0]) == pytest.approx(exp[i], abs=tol), (m.rule, m.k)
     assert _sk_ap(TOY_B[1], TOY_B[0]) == pytest.approx(0.5)
 
 
@@ -309,10 +354,10 @@ def test_precision_tie_at_boundary_is_expected_value():
     s, rel = np.zeros(10), np.arange(10) < 4
     st = rank_stats(torch.tensor(s[rel])[None], torch.tensor(s[~rel])[None])
     for k in (1, 3, 10):
-        assert float(ranking.precision_expected(st, k)[0]) == pytest.approx(0.4)
+        assert float(ranking.precision(st, k)[0]) == pytest.approx(0.4)
     # above-boundary items count fully: scores [5 (rel), 1, 1, 1 (rel), 0]
     st = rank_stats(torch.tensor([[5.0, 1.0]]), torch.tensor([[1.0, 1.0, 0.0]]))
-    assert float(ranking.hits_expected(st, 2)[0]) == pytest.approx(1 + 1 / 3)
+    assert float(ranking.hits(st, 2)[0]) == pytest.approx(1 + 1 / 3)
 
 
 def test_no_positive_policy():
@@ -369,7 +414,7 @@ def test_per_query_values_validation():
 
 
 def test_bucketed_searchsorted_is_exact():
-    from zsbench.metrics.ranking import _searchsorted_right
+    from zsbench.metrics.ranking import _bucketed_insertion
 
     gen = torch.Generator().manual_seed(0)
     special = torch.tensor([0.0, -0.0, 1e-38, -1e-38, 3e38, -3e38, float("inf"), -float("inf")])
@@ -389,4 +434,9 @@ def test_bucketed_searchsorted_is_exact():
             neg = torch.cat([pos[:, : n // 2], special[torch.randint(0, 8, (c, n - n // 2))]], 1)
         asc = torch.sort(pos, 1).values
         exp = torch.searchsorted(asc, neg, right=True, out_int32=True)
-        assert torch.equal(_searchsorted_right(asc, neg), exp), trial
+        left = torch.searchsorted(asc, neg, right=False)
+        ins, rows, lo, hi = _bucketed_insertion(asc, neg)
+        assert torch.equal(ins, exp), trial
+        eq_rows, eq_cols = (exp != left).nonzero(as_tuple=True)  # negatives equal to a positive
+        assert torch.equal(rows, eq_rows), trial
+        assert torch.equal(lo, left[eq_rows, eq_cols]) and torch.equal(hi, exp[eq_rows, eq_cols])

@@ -173,7 +173,7 @@ def labels_to_ids(query: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, n
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from zsbench.evaluation import evaluate_sbir
+    from zsbench.evaluation import evaluate_sbir, tie_warning
 
     q = load_array(args.query_features, "query features")
     g = load_array(args.gallery_features, "gallery features")
@@ -190,7 +190,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         similarity=args.similarity,
         chunk_size=args.chunk_size,
         class_names=names,
+        ties=args.ties,
     )
+    note = tie_warning(res["tie_fraction"], res["spec"]["ties"])
+    if note:
+        print(f"zsbench: warning: {note}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -202,6 +206,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         "n_queries",
                         "n_gallery",
                         "n_queries_without_positive",
+                        "tie_fraction",
+                        "tie_se",
                     )
                 },
                 indent=2,
@@ -212,7 +218,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{k:<24} {v:.6f}")
         print(
             f"queries={res['n_queries']} gallery={res['n_gallery']} "
-            f"without_positive={res['n_queries_without_positive']} spec={res['spec']['name']}"
+            f"without_positive={res['n_queries_without_positive']} spec={res['spec']['name']} "
+            f"ties={res['spec']['ties']} tie_fraction={res['tie_fraction']:.4f}"
         )
     return 0
 
@@ -297,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery-labels", required=True)
     p.add_argument("--spec", default="default", help="metric spec (see zsbench.metrics)")
     p.add_argument("--similarity", default="cosine", choices=["cosine", "dot", "euclidean"])
+    p.add_argument(
+        "--ties",
+        default=None,
+        choices=["expected", "pessimistic", "optimistic"],
+        help="order inside tie groups (default: expected value over random orders)",
+    )
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)

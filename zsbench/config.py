@@ -54,6 +54,7 @@ class EvalConfig:
 
     spec: str = "default"
     chunk_size: int | None = None
+    ties: str = "expected"  # order inside tie groups: expected | pessimistic | optimistic
 
 
 def configs_dir() -> Path:

@@ -20,9 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zsbench.errors import ZsbenchError, unknown_name
-from zsbench.metrics import MetricSpec, get_spec, rank_stats
+from zsbench.metrics import TIE_SE_TARGET, MetricSpec, get_spec, rank_stats
 
-__all__ = ["SIMILARITIES", "evaluate_sbir", "similarity_matrix", "default_chunk_size"]
+__all__ = [
+    "SIMILARITIES",
+    "default_chunk_size",
+    "evaluate_sbir",
+    "similarity_matrix",
+    "tie_warning",
+]
 
 SIMILARITIES = ("cosine", "dot", "euclidean")
 _CHUNK_BYTES = 64 * 2**20  # target size of one [chunk, G] score block
@@ -160,6 +166,27 @@ def _class_name(label: int, class_names) -> str:
         ) from None
 
 
+TIE_WARN_FRACTION = 0.01
+
+
+def tie_warning(tie_fraction: float, ties: str) -> str | None:
+    """The warning to print when enough scores tie across relevance that the tie rule moves
+    the numbers (None below 1 %)."""
+    if tie_fraction <= TIE_WARN_FRACTION:
+        return None
+    return (
+        f"{100 * tie_fraction:.1f}% of the scores tie a relevant with a non-relevant item, so "
+        f"the tie rule changes the numbers (ties={ties}: "
+        + (
+            "expected value over random orders inside tie groups, as the official "
+            "argsort-based code gives on average"
+            if ties == "expected"
+            else "a bound, not what the official code gives"
+        )
+        + "; the pessimistic and optimistic rules give the range)."
+    )
+
+
 def _nanmean(x: Tensor) -> float:
     x = x[~torch.isnan(x)]
     return float(x.mean()) if x.numel() else float("nan")
@@ -176,6 +203,7 @@ def evaluate_sbir(
     device=None,
     class_names: Sequence | Mapping | None = None,
     return_per_query: bool = False,
+    ties: str | None = None,
 ) -> dict:
     """Rank ``gallery`` for every query and compute the metrics of ``spec``.
 
@@ -185,16 +213,20 @@ def evaluate_sbir(
     distance). ``chunk_size``: queries per chunk (default: a ~64 MiB score block).
     ``device``: where to rank (default: CUDA when available). ``class_names``: sequence
     indexed by label or {label: name}, for ``per_class`` keys (default: the label as str).
+    ``ties``: the tie rule (expected | pessimistic | optimistic; default: the spec's).
 
     Returns ``{"metrics": {key: micro mean over queries, key + ".class_mean": mean over
     classes of the per-class mean}, "per_class": {name: {key: mean, "n_queries": int,
     "n_relevant": int}}, "spec": spec.to_dict(), "n_queries", "n_gallery",
-    "n_queries_without_positive", "seconds"}`` (+ ``"per_query": {key: list[float]}`` in the
-    original query order when ``return_per_query``). Values excluded by the spec's
-    ``no_positive`` policy are NaN per query and left out of all means.
+    "n_queries_without_positive", "tie_fraction", "tie_se", "seconds"}`` (+ ``"per_query":
+    {key: list[float]}`` in the original query order when ``return_per_query``). Values
+    excluded by the spec's ``no_positive`` policy are NaN per query and left out of all means.
+    ``tie_fraction``: the fraction of (query, gallery item) scores of evaluated queries equal to
+    the score of an item of the other relevance (where the tie rule matters); ``tie_se``:
+    {key: standard error of the mean} for metrics estimated by sampling (0 when exact).
     """
     t_start = time.perf_counter()
-    spec = get_spec(spec)
+    spec = get_spec(spec, ties)
     _check_similarity(similarity)
     q = _features(query, "query features")
     g = _features(gallery, "gallery features")
@@ -229,10 +261,12 @@ def evaluate_sbir(
     q_order = torch.argsort(ql, stable=True)
     q_uniq, q_counts = torch.unique_consecutive(ql[q_order], return_counts=True)
 
-    gt_cap = spec.gt_cap
     values = {m.key: torch.empty(n_q, dtype=torch.float64) for m in spec.metrics}
+    variances = {m.key: torch.zeros(n_q, dtype=torch.float64) for m in spec.metrics}
+    generator = torch.Generator(device=dev).manual_seed(0)
     relevant_count = {}
     n_without = 0
+    n_tied = 0.0
     pos = 0
     for label_t, cnt_t in zip(q_uniq, q_counts):
         label, cnt = int(label_t), int(cnt_t)
@@ -249,10 +283,14 @@ def evaluate_sbir(
             cidx = idx[c0 : c0 + chunk_size]
             s = _scores(q_dev[cidx.to(dev)], g_sorted, similarity)
             neg = torch.cat([s[:, :lo], s[:, hi:]], dim=1)
-            st = rank_stats(s[:, lo:hi], neg, gt_cap=gt_cap)
+            st = rank_stats(s[:, lo:hi], neg, keep_scores=spec.needs_scores)
             del s, neg
-            for m in spec.metrics:
-                values[m.key][cidx] = m.compute(st).cpu()
+            n_tied += float(st.n_tied().sum())
+            budget = TIE_SE_TARGET**2 * n_q * len(cidx)
+            for key, (v, var) in spec.compute(st, budget, generator).items():
+                values[key][cidx] = v.cpu()
+                if var is not None:
+                    variances[key][cidx] = var.cpu()
 
     metrics: dict[str, float] = {}
     per_class: dict[str, dict] = {}
@@ -276,6 +314,13 @@ def evaluate_sbir(
         cv = [v for v in class_vals[m.key] if not math.isnan(v)]
         metrics[f"{m.key}.class_mean"] = float(np.mean(cv)) if cv else float("nan")
 
+    tie_se = {}
+    for m in spec.metrics:
+        if m.sampled(spec.ties):
+            counted = ~torch.isnan(values[m.key])
+            n_counted = max(int(counted.sum()), 1)
+            tie_se[m.key] = float(variances[m.key][counted].sum().sqrt()) / n_counted
+
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     res = {
@@ -285,6 +330,8 @@ def evaluate_sbir(
         "n_queries": n_q,
         "n_gallery": n_g,
         "n_queries_without_positive": n_without,
+        "tie_fraction": n_tied / max((n_q - n_without) * n_g, 1),
+        "tie_se": tie_se,
         "seconds": time.perf_counter() - t_start,
     }
     if return_per_query:

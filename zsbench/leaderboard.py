@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from zsbench.metrics.specs import METRICS_VERSION
 from zsbench.results import load_results, write_text_atomic
 
 KEY = ["task", "dataset", "split", "spec", "method"]
@@ -29,6 +30,19 @@ def metric_order(names: set[str]) -> list[str]:
     return first + sorted(names - set(first))
 
 
+def spec_label(spec: dict | None) -> str:
+    """The leaderboard's spec column: the spec's name, plus its tie rule when that is not the
+    default and its metric version when older, so that rows never mix two definitions."""
+    spec = spec or {}
+    label = str(spec.get("name", "?"))
+    if spec.get("ties", "expected") != "expected":
+        label += f" ties={spec['ties']}"
+    version = spec.get("version")
+    if version is not None and version != METRICS_VERSION:
+        label += f" v{version}"
+    return label
+
+
 def build_leaderboard(records: list[dict]) -> pd.DataFrame:
     """Rows per KEY with `<metric>` (mean), `<metric> std` and `n_seeds`; only status 'ok'."""
     ok = [r for r in records if r.get("status") == "ok"]
@@ -37,7 +51,7 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
     metrics = metric_order({m for r in ok for m in r["metrics"]})
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
-        key = (r["task"], r["dataset"], r["split"], r.get("spec", {}).get("name", "?"), r["method"])
+        key = (r["task"], r["dataset"], r["split"], spec_label(r.get("spec")), r["method"])
         groups.setdefault(key, []).append(r)
     rows = []
     for key, runs in sorted(groups.items()):
@@ -47,6 +61,9 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
         # True when the backbone's pretraining classes include unseen classes (zsbench.leakage)
         leaks = [(r.get("leakage") or {}).get("leak") for r in runs]
         row["leak"] = any(leaks) if any(v is not None for v in leaks) else None
+        # the method's caveat (MethodMetadata.notes) as recorded by its newest run
+        newest = max(runs, key=lambda r: r.get("date", ""))
+        row["notes"] = (newest.get("method_metadata") or {}).get("notes") or ""
         for m in metrics:
             values = [r["metrics"].get(m) for r in runs]
             complete = all(v is not None and np.isfinite(v) for v in values)
@@ -87,6 +104,8 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
             "" if pd.isna(a) else (f"{a:.4f}" if pd.isna(b) else f"{a:.4f} ± {b:.4f}")
             for a, b in zip(mean, std)
         ]
+    if "notes" in df and df["notes"].fillna("").astype(bool).any():
+        out["notes"] = df["notes"].fillna("")
     return out.to_markdown(index=False)
 
 

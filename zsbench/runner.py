@@ -25,7 +25,7 @@ from methods.base import DATA_PROVIDED
 from zsbench.chance import chance_metrics
 from zsbench.config import init_parameters, resolve_config
 from zsbench.errors import ZsbenchError
-from zsbench.evaluation import evaluate_sbir
+from zsbench.evaluation import evaluate_sbir, tie_warning
 from zsbench.extras import run_extras
 from zsbench.features import cached_features
 from zsbench.leaderboard import update_leaderboard
@@ -334,6 +334,7 @@ def _run(
         chunk_size=cfg["eval"]["chunk_size"],
         device=device,
         class_names=dm.class_names,
+        ties=cfg["eval"]["ties"],
     )
     timings["rank_s"] = ev["seconds"]
     timings["total_s"] = time.perf_counter() - t_start
@@ -356,6 +357,8 @@ def _run(
         "n_queries": ev["n_queries"],
         "n_gallery": ev["n_gallery"],
         "n_queries_without_positive": ev["n_queries_without_positive"],
+        "tie_fraction": ev["tie_fraction"],
+        "tie_se": ev["tie_se"],
         "split_manifest": dm.manifest(),
         "config": cfg,
         "method_metadata": meta.to_dict(),
@@ -411,10 +414,12 @@ def summarize(record: dict) -> str:
         keys = [k for k in ("mAP@all", "P@100", "mAP@200", "P@200") if k in m]
     main = "  ".join(f"{k}={m[k]:.4f}" for k in keys)
     chance = "  ".join(f"{k}={c[k]:.4f}" for k in keys if k in c)
-    return (
+    text = (
         f"{record['method']} on {record['dataset']}/{record['split']} seed {record['seed']}: "
         f"{main}\n  random ranking (expected): {chance}"
     )
+    note = tie_warning(record.get("tie_fraction", 0.0), record["spec"].get("ties", "expected"))
+    return text + (f"\n  warning: {note}" if note else "")
 
 
 def describe_config(record: dict) -> str:

@@ -3,7 +3,8 @@
 * :mod:`zsbench.metrics.ranking`: the metric functions (each docstring gives the definition).
 * :mod:`zsbench.metrics.specs`: :class:`MetricSpec` / ``METRIC_SPECS`` (``default`` plus the
   paper evaluators ``sake``, ``voc``, ``drcpl``, ``zse-sbir``, ``sem-pcyc``, ``yelamarthi``,
-  ``precision-min-k-r``).
+  ``precision-min-k-r``), each with a tie rule (``expected`` by default).
+* :mod:`zsbench.metrics.tie_sampling`: the expected VOC AP over tie orders, by sampling.
 * :func:`per_query_values` / :func:`per_query_ap`: per-query values from a full score matrix
   and a relevance mask (any relevance pattern; used by tests and for cross-checks).
 """
@@ -20,6 +21,7 @@ from zsbench.metrics.ranking import RankStats, rank_stats
 from zsbench.metrics.specs import (
     METRIC_SPECS,
     METRICS_VERSION,
+    TIE_SE_TARGET,
     MetricDef,
     MetricSpec,
     get_spec,
@@ -28,6 +30,7 @@ from zsbench.metrics.specs import (
 __all__ = [
     "METRIC_SPECS",
     "METRICS_VERSION",
+    "TIE_SE_TARGET",
     "MetricDef",
     "MetricSpec",
     "RankStats",
@@ -48,16 +51,19 @@ def _as_2d(x, name: str, dtype: torch.dtype | None = None) -> Tensor:
     return t if dtype is None else t.to(dtype)
 
 
-def per_query_values(scores, relevant, spec: str | MetricSpec = "default") -> dict[str, Tensor]:
+def per_query_values(
+    scores, relevant, spec: str | MetricSpec = "default", ties: str | None = None
+) -> dict[str, Tensor]:
     """Per-query metric values of ``spec`` for a full score matrix.
 
     ``scores`` [Q, G] (higher = more similar), ``relevant`` [Q, G] bool (any pattern; a 1-D
-    pair is one query). Returns {metric key: float64 Tensor [Q]}; a query without any relevant
-    item gets NaN for ``exclude`` metrics and 0 for ``zero`` metrics. Loops over queries
-    (exact counts for every row, no capped shortcut): meant for tests and cross-checks;
-    :func:`zsbench.evaluation.evaluate_sbir` is the fast path and returns the same values.
+    pair is one query). ``ties``: replaces the spec's tie rule. Returns {metric key: float64
+    Tensor [Q]}; a query without any relevant item gets NaN for ``exclude`` metrics and 0 for
+    ``zero`` metrics. Loops over queries: meant for tests and cross-checks;
+    :func:`zsbench.evaluation.evaluate_sbir` is the fast path and returns the same values
+    (sampled ones within their standard error).
     """
-    spec = get_spec(spec)
+    spec = get_spec(spec, ties)
     s = _as_2d(scores, "scores")
     if not torch.is_floating_point(s):
         s = s.to(torch.float64)
@@ -69,15 +75,17 @@ def per_query_values(scores, relevant, spec: str | MetricSpec = "default") -> di
     if not torch.isfinite(s).all():
         raise ZsbenchError("scores contain NaN or inf; fix the features that produced them.")
     out = {m.key: torch.empty(s.shape[0], dtype=torch.float64) for m in spec.metrics}
+    generator = torch.Generator().manual_seed(0)
+    budget = TIE_SE_TARGET**2 * s.shape[0]
     for i in range(s.shape[0]):
         row, mask = s[i], rel[i]
         if not bool(mask.any()):
             for m in spec.metrics:
                 out[m.key][i] = float("nan") if m.no_positive == "exclude" else 0.0
             continue
-        st = rank_stats(row[mask][None], row[~mask][None], gt_cap=None)
-        for m in spec.metrics:
-            out[m.key][i] = m.compute(st)[0].cpu()
+        st = rank_stats(row[mask][None], row[~mask][None], keep_scores=spec.needs_scores)
+        for key, (v, _) in spec.compute(st, budget, generator).items():
+            out[key][i] = v[0].cpu()
     return out
 
 

@@ -9,36 +9,31 @@ reproduce the evaluation code of a paper, read from its official repository (cit
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import torch
 from torch import Tensor
 
 from zsbench.errors import unknown_name
 from zsbench.metrics import ranking
 
-METRICS_VERSION = "1.0"
+METRICS_VERSION = "2.0"  # 2.0: paper specs take the expected value over tie orders
 
-# rule name -> (function(stats, k, denominator) -> Tensor[C], tie convention, needs neg_gt)
-_RULES: dict[str, tuple[Callable[..., Tensor], str, bool]] = {
-    "ap": (lambda st, k, d: ranking.ap(st), "expected", False),
-    "ap_at_k": (lambda st, k, d: ranking.ap_at_k_expected(st, k), "expected", True),
-    "precision": (lambda st, k, d: ranking.precision_expected(st, k, d), "expected", True),
-    "voc_ap": (lambda st, k, d: ranking.voc_ap(st, k), "pessimistic", False),
-    "precision_ranked": (
-        lambda st, k, d: ranking.precision_pessimistic(st, k, d),
-        "pessimistic",
-        False,
-    ),
-    "window_precision": (lambda st, k, d: ranking.window_precision(st, k), "pessimistic", False),
-    "sempcyc_ap_at_k": (lambda st, k, d: ranking.sempcyc_ap_at_k(st, k), "pessimistic", False),
-    "yelamarthi_ap_at_k": (
-        lambda st, k, d: ranking.yelamarthi_ap_at_k(st, k),
-        "pessimistic",
-        False,
-    ),
+# rule name -> (function(stats, k, denominator, ties) -> Tensor[C], depends on the tie order)
+_RULES: dict[str, tuple[Callable[..., Tensor], bool]] = {
+    "ap": (lambda st, k, d, t: ranking.ap(st), False),
+    "ap_at_k": (lambda st, k, d, t: ranking.ap_at_k(st, k, t), True),
+    "precision": (lambda st, k, d, t: ranking.precision(st, k, d, t), True),
+    "window_precision": (lambda st, k, d, t: ranking.window_precision(st, k, t), True),
+    "sempcyc_ap_at_k": (lambda st, k, d, t: ranking.sempcyc_ap_at_k(st, k, t), True),
+    "yelamarthi_ap_at_k": (lambda st, k, d, t: ranking.yelamarthi_ap_at_k(st, k, t), True),
+    # expected ties: sampled (zsbench.metrics.tie_sampling), see MetricSpec.compute
+    "voc_ap": (lambda st, k, d, t: ranking.voc_ap(st, k, t), True),
 }
+_SAMPLED = {"voc_ap"}  # rules whose expected value over tie orders is estimated by sampling
 
 NO_POSITIVE_POLICIES = ("exclude", "zero")
+TIE_SE_TARGET = 5e-5  # standard error of a sampled mean over queries (VOC AP with ties)
 
 
 @dataclass(frozen=True)
@@ -66,16 +61,18 @@ class MetricDef:
             raise ValueError(f"unknown no_positive policy {self.no_positive!r}")
 
     @property
-    def ties(self) -> str:
+    def tie_dependent(self) -> bool:
+        """True when the order inside a tie group can change the value."""
         return _RULES[self.rule][1]
 
-    @property
-    def needs_neg_gt(self) -> bool:
-        return _RULES[self.rule][2]
+    def sampled(self, ties: str) -> bool:
+        return ties == "expected" and self.rule in _SAMPLED
 
-    def compute(self, stats: ranking.RankStats) -> Tensor:
+    def compute(self, stats: ranking.RankStats, ties: str = "expected") -> Tensor:
         """Per-query values [C] (float64) for a block of queries that all have R >= 1."""
-        return _RULES[self.rule][0](stats, self.k, self.denominator)
+        if self.sampled(ties):
+            raise ValueError(f"{self.key}: expected ties are sampled, use MetricSpec.compute")
+        return _RULES[self.rule][0](stats, self.k, self.denominator, ties)
 
     def to_dict(self) -> dict:
         return {
@@ -83,15 +80,28 @@ class MetricDef:
             "rule": self.rule,
             "k": self.k,
             "denominator": self.denominator,
-            "ties": self.ties,
+            "tie_dependent": self.tie_dependent,
             "no_positive": self.no_positive,
             "definition": self.definition,
         }
 
 
+_TIES_TEXT = {
+    "expected": (
+        "Ties: expected value under a uniformly random order inside every tie group (what the "
+        "official np.argsort-based code gives in expectation; exact closed forms, VOC AP by "
+        "sampling with a control variate, standard error of each mean < 1e-4, reported as "
+        "tie_se)."
+    ),
+    "pessimistic": "Ties: non-relevant items ranked first inside every tie group (lower bound).",
+    "optimistic": "Ties: relevant items ranked first inside every tie group (upper bound).",
+}
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """A named set of metrics with a description and the source it reproduces."""
+    """A named set of metrics with a description, the source it reproduces and the tie rule
+    (``ties``: expected | pessimistic | optimistic, see :mod:`zsbench.metrics.ranking`)."""
 
     name: str
     description: str
@@ -99,18 +109,47 @@ class MetricSpec:
     metrics: tuple[MetricDef, ...]
     version: str = METRICS_VERSION
     notes: tuple[str, ...] = field(default_factory=tuple)
+    ties: str = "expected"
+
+    def __post_init__(self) -> None:
+        ranking.check_ties(self.ties)
 
     @property
     def keys(self) -> list[str]:
         return [m.key for m in self.metrics]
 
     @property
-    def gt_cap(self) -> int | None:
-        """Largest K of a tie-``expected`` cut-off metric (0 when none needs ``neg_gt``)."""
-        ks = [m.k for m in self.metrics if m.needs_neg_gt]
-        if any(k is None for k in ks):
-            return None
-        return max(ks, default=0)
+    def needs_scores(self) -> bool:
+        """True when tie sampling may need the raw negative scores (rank_stats keep_scores)."""
+        return any(m.sampled(self.ties) for m in self.metrics)
+
+    def compute(
+        self,
+        stats: ranking.RankStats,
+        var_budget: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, tuple[Tensor, Tensor | None]]:
+        """{key: (per-query values [C], per-query variance of a sampled estimate or None)}.
+
+        ``var_budget``: the largest sum over this block of the sampled estimates' variances
+        (see :func:`zsbench.metrics.tie_sampling.expected_voc_ap`).
+        """
+        out: dict[str, tuple[Tensor, Tensor | None]] = {}
+        sampled = [m for m in self.metrics if m.sampled(self.ties)]
+        if sampled:
+            from zsbench.metrics.tie_sampling import expected_voc_ap
+
+            est = expected_voc_ap(
+                stats, sorted({m.k for m in sampled}, key=str), var_budget, generator
+            )
+            out.update({m.key: est[m.k] for m in sampled})
+        for m in self.metrics:
+            if m.key not in out:
+                out[m.key] = (m.compute(stats, self.ties), None)
+        return {m.key: out[m.key] for m in self.metrics}
+
+    def with_ties(self, ties: str | None) -> MetricSpec:
+        return self if ties is None or ties == self.ties else replace(self, ties=ties)
 
     def to_dict(self) -> dict:
         return {
@@ -118,6 +157,8 @@ class MetricSpec:
             "description": self.description,
             "source": self.source,
             "version": self.version,
+            "ties": self.ties,
+            "ties_definition": _TIES_TEXT[self.ties],
             "notes": list(self.notes),
             "metrics": {m.key: m.to_dict() for m in self.metrics},
         }
@@ -147,8 +188,8 @@ _AP_200 = MetricDef(
     "Non-interpolated AP over the top 200 divided by min(200, R) (the SAKE-code convention "
     "used by ZSE-SBIR and DRCPL, but without interpolation): (1/min(200, R)) * sum over "
     "relevant items p of w_p * TP(>=s_p) / (TP(>=s_p) + NEG(>=s_p)), w_p = probability that p "
-    "is in the top 200 under random order inside tie groups (1/0 without ties). Queries with "
-    "R = 0 are excluded.",
+    "is in the top 200 under the spec's ties rule (1/0 without ties). Queries with R = 0 are "
+    "excluded.",
 )
 
 
@@ -160,16 +201,15 @@ def _p_at(k: int, denominator: str = "k") -> MetricDef:
         k,
         f"(hits in the top {k}) / {den.replace('K', str(k))}, micro mean over queries. Tie-aware "
         f"at the rank-{k} boundary: items scoring strictly above the {k}-th highest score count "
-        "fully, the tie group at the boundary counts proportionally (expected hits under a "
-        "random order inside the group). Queries with R = 0 are excluded.",
+        "fully, the tie group at the boundary by the spec's ties rule (expected: "
+        "proportionally). Queries with R = 0 are excluded.",
         denominator=denominator,
     )
 
 
 _PESSIMISTIC = (
-    "Ties: the official code ranks with np.argsort (tie order unspecified); zsbench ranks "
-    "non-relevant items first inside a tie group, so results equal the official code whenever "
-    "scores have no ties."
+    "Order inside tie groups: the spec's ties rule (the official code ranks with np.argsort, "
+    "whose order inside a tie group is arbitrary; without ties every rule equals it)."
 )
 
 
@@ -193,7 +233,7 @@ def _p_ranked(k: int, denominator: str, no_positive: str, extra: str = "") -> Me
     den = f"min({k}, G)" if denominator == "min_k_g" else str(k)
     return MetricDef(
         f"P@{k}",
-        "precision_ranked",
+        "precision",
         k,
         f"(relevant items among the first {k} ranks) / {den}, mean over queries; queries with "
         f"R = 0 score 0 and are {'included' if no_positive == 'zero' else 'excluded'}. "
@@ -323,8 +363,9 @@ _SPECS: list[MetricSpec] = [
                 "average_precision_score is applied to that list alone, i.e. (1/H) * sum over "
                 "relevant items in the list of TP(>=s)/(TP(>=s)+NEG(>=s)) counted inside the "
                 "list, H = relevant items in the top 200 (not R); 0 when H = 0; mean over all "
-                "queries. Which members of a tie group straddling rank 200 are in the list: "
-                "non-relevant first. " + _PESSIMISTIC,
+                "queries. Which members of a tie group straddling rank 200 are in the list: the "
+                "spec's ties rule (expected: hypergeometric number of relevant ones). "
+                + _PESSIMISTIC,
                 no_positive="zero",
             ),
             _p_ranked(
@@ -384,11 +425,14 @@ _SPECS: list[MetricSpec] = [
 METRIC_SPECS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
 
 
-def get_spec(name: str | MetricSpec) -> MetricSpec:
-    """The spec registered under ``name`` (a MetricSpec passes through unchanged)."""
+def get_spec(name: str | MetricSpec, ties: str | None = None) -> MetricSpec:
+    """The spec registered under ``name`` (a MetricSpec passes through unchanged), with its tie
+    rule replaced by ``ties`` when given (expected | pessimistic | optimistic)."""
+    if ties is not None and ties not in ranking.TIES:
+        raise unknown_name("tie rule", ties, ranking.TIES)
     if isinstance(name, MetricSpec):
-        return name
+        return name.with_ties(ties)
     try:
-        return METRIC_SPECS[name]
+        return METRIC_SPECS[name].with_ties(ties)
     except (KeyError, TypeError):
         raise unknown_name("metric spec", name, METRIC_SPECS) from None
