@@ -145,7 +145,7 @@ def test_table_rows_mean_std_n_seeds_and_leak(fake):
             assert row[2] == str(len(SEEDS)) and row[3] == "0 1"
             assert row[4] == ("yes" if row[0] == "frozen" else "no")
             assert row[5] == f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}"
-            assert len(row) == 7  # mAP@all and P@100; per-class means stay in the CSV
+            assert len(row) == 8  # mAP@all, P@100, notes; per-class means stay in the CSV
 
 
 def test_one_bar_chart_per_dataset_heights_follow_means(fake):

@@ -17,6 +17,7 @@ from zsbench.metrics.specs import METRICS_VERSION
 from zsbench.results import load_results, write_text_atomic
 
 KEY = ["task", "dataset", "split", "spec", "method"]
+INFO_COLUMNS = ("n_seeds", "seeds", "leak", "notes")  # per-row columns that are not metrics
 PREFERRED = ["mAP@all", "P@100", "mAP@200", "P@200"]
 # ZS-CIR main metrics, each dataset's headline first: FashionIQ's category means, CIRCO's mAP@k,
 # CIRR's R@k and R_subset@k (the synthetic data uses CIRCO's protocol)

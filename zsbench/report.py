@@ -30,7 +30,7 @@ from PIL import Image
 
 from zsbench import __version__
 from zsbench.errors import ZsbenchError
-from zsbench.leaderboard import KEY, build_leaderboard, metric_order
+from zsbench.leaderboard import INFO_COLUMNS, KEY, build_leaderboard, metric_order
 from zsbench.results import extras_path, read_result, result_files, write_text_atomic
 from zsbench.results import results_dir as resolve_results_dir
 
@@ -169,7 +169,7 @@ def _headline_metrics(rows: pd.DataFrame) -> list[str]:
     names = {
         c
         for c in rows.columns
-        if c not in (*KEY, "n_seeds", "seeds", "leak")
+        if c not in (*KEY, *INFO_COLUMNS)
         and not c.endswith(" std")
         and "." not in c
         and rows[c].notna().any()
@@ -196,7 +196,8 @@ def leaderboard_section(board: pd.DataFrame) -> str:
     for (task, dataset, split), rows in board.groupby(KEY[:3], sort=True):
         metrics = _headline_metrics(rows)
         head = "".join(
-            f"<th>{_e(h)}</th>" for h in ["method", "spec", "n_seeds", "seeds", "leak", *metrics]
+            f"<th>{_e(h)}</th>"
+            for h in ["method", "spec", "n_seeds", "seeds", "leak", *metrics, "notes"]
         )
         best = {m: rows[m].max() for m in metrics}
         body = []
@@ -211,7 +212,8 @@ def leaderboard_section(board: pd.DataFrame) -> str:
             )
             body.append(
                 f'<tr class="row"><td class="method">{_e(r["method"])}</td><td>{_e(r["spec"])}'
-                f"</td><td>{r['n_seeds']}</td><td>{_e(r['seeds'])}</td>{leak}{cells}</tr>"
+                f"</td><td>{r['n_seeds']}</td><td>{_e(r['seeds'])}</td>{leak}{cells}"
+                f'<td class="notes">{_e(r.get("notes") or "")}</td></tr>'
             )
         parts.append(
             f"<h3>{_e(task)} · {_e(dataset)} · {_e(split)}</h3>"

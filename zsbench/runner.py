@@ -264,21 +264,24 @@ def plan_run(
     return RunPlan(meta, method_cls, cfg, dm, path, root)
 
 
-def _run(
-    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
-) -> BenchOutcome:
-    if plan.meta.task == "cir":
-        return run_cir(plan, method, dataset, seed, wandb, progress, t_start)
-    meta, method_cls, cfg, dm, path, root = (
-        plan.meta,
-        plan.method_cls,
-        plan.cfg,
-        plan.dm,
-        plan.path,
-        plan.root,
-    )
-    split = dm.split.name
+@dataclasses.dataclass
+class TrainedRun:
+    """A method trained on the seen classes of a plan, with what its result records."""
 
+    model: object
+    device: torch.device
+    timings: dict
+    backbone: dict | None
+    side_info: dict | None
+    loggers: list
+
+
+def train_sbir(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool = False, progress: bool = True
+) -> TrainedRun:
+    """Set up features (or image normalisation), build the seeded method and train it on the
+    seen classes: everything of an SBIR run before the unseen classes are touched."""
+    meta, method_cls, cfg, dm, root = plan.meta, plan.method_cls, plan.cfg, plan.dm, plan.root
     tcfg = cfg["trainer"]
     device = _prepare_run(dm, tcfg)
 
@@ -306,7 +309,7 @@ def _run(
         dm.set_augment(tcfg["augment"])
         backbone = info.to_dict()
 
-    run_name = f"{meta.task}/{dataset}/{split}/{method}"
+    run_name = f"{meta.task}/{dataset}/{dm.split.name}/{method}"
     loggers = _loggers(root, run_name, seed, cfg, wandb_requested(wandb))
     t0 = time.perf_counter()
     if meta.trains:
@@ -315,7 +318,19 @@ def _run(
         train = train_loader(dm, model, cfg["model"])
         trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
     timings["train_s"] = time.perf_counter() - t0
+    return TrainedRun(model, device, timings, backbone, side_info, loggers)
 
+
+def _run(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
+) -> BenchOutcome:
+    if plan.meta.task == "cir":
+        return run_cir(plan, method, dataset, seed, wandb, progress, t_start)
+    meta, cfg, dm, path, root = plan.meta, plan.cfg, plan.dm, plan.path, plan.root
+    split = dm.split.name
+    run = train_sbir(plan, method, dataset, seed, wandb, progress)
+    model, device, timings, loggers = run.model, run.device, run.timings, run.loggers
+    backbone, side_info, tcfg = run.backbone, run.side_info, cfg["trainer"]
     model.to(device)
     t0 = time.perf_counter()
     q, ql = embed_partition(model, dm, "query", "query")
