@@ -19,9 +19,13 @@ SEEDS ?= 0
 JOBS ?= 1
 SHARD ?=
 PYTEST_ARGS ?=
+# Debian packages the suite uses: WordNet 3.0 (the `wordnet` class embeddings of SEM-PCYC) and
+# Chromium (the report's real-browser test). auto: install what is missing with apt-get when
+# root or passwordless sudo allows, else stop with the command; skip: do not check.
+SYSTEM_PACKAGES ?= auto
 
 .DEFAULT_GOAL := help
-.PHONY: help install bench sweep regress regress-update leaderboard report test lint format benchmark-evaluator clean
+.PHONY: help install system-packages bench sweep regress regress-update leaderboard report test lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -35,9 +39,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install zsbench with its dependencies (offline weights included)
+system-packages: ## Debian packages: WordNet 3.0 (wordnet-base, wordnet-sense-index), Chromium
+	@[ "$(SYSTEM_PACKAGES)" = skip ] && exit 0; missing=""; \
+	[ -n "$$WORDNET_DIR" ] || [ -f /usr/share/wordnet/data.noun ] || missing="wordnet-base wordnet-sense-index"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -z "$$missing" ] && exit 0; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make: missing system packages:$$missing. Without apt-get: put WordNet 3.0's dict files in a folder and set WORDNET_DIR, install Chromium, or run with SYSTEM_PACKAGES=skip (tests that need them skip)." >&2; exit 1; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else \
+	  echo "make: missing system packages:$$missing. Run: sudo apt-get install -y$$missing   (or rerun with SYSTEM_PACKAGES=skip: tests that need them skip)" >&2; exit 1; fi; \
+	echo "installing Debian packages:$$missing"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
 
-bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, supervised on synthetic); print the leaderboard
+install: system-packages $(STAMP) ## create .venv, install zsbench (offline weights included) and the system packages
+
+bench: system-packages $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, supervised on synthetic); print the leaderboard
 	@for b in $(if $(filter $(DATASET),$(CIR_DATASETS)),$(CIR_BASELINES),$(BASELINES)); do [ "$$b" = "$(METHOD)" ] || \
 	  $(VENV)/bin/zsbench bench --method $$b --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) --no-progress --quiet $(BENCH_ARGS) || exit 1; done
 	$(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) \
@@ -59,7 +75,7 @@ regress-update: $(STAMP) ## re-measure and rewrite benchmarks/regression/baselin
 report: $(STAMP) ## write RESULTS/report.html: tables, bar charts, PR curves, retrieval grids
 	$(VENV)/bin/zsbench report --results-dir $(RESULTS)
 
-test: $(STAMP) ## run the test suite
+test: system-packages $(STAMP) ## run the test suite
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + format check

@@ -26,9 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import methods.rpkd  # noqa: E402, F401  (registers "rpkd")
-from methods.base import DATA_PROVIDED  # noqa: E402
-from zsbench.config import resolve_config  # noqa: E402
+import zsbench.methods.rpkd  # noqa: E402, F401  (registers "rpkd")
+from zsbench.config import (
+    DATA_PROVIDED,  # noqa: E402
+    resolve_config,  # noqa: E402
+)
 from zsbench.registry import DATASETS, METHODS  # noqa: E402
 
 

@@ -1,3 +1,5 @@
-"""One module per dataset family; importing this package registers them (see zsbench.registry)."""
+"""Datasets: one module per dataset family (installed as `zsbench.datamodules`).
 
-from datamodules import cir, quickdraw, sketchy, synthetic, tuberlin  # noqa: F401
+Each is found by name through its `zsbench.datasets` entry point in pyproject.toml and imported
+only when used (see zsbench.registry); this package imports nothing on its own.
+"""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +27,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.transforms import eval_transform, train_transform
+from zsbench.datamodules.transforms import eval_transform, train_transform
 from zsbench.errors import ZsbenchError
+from zsbench.splits import Split
 
 SKETCH, PHOTO = 0, 1
 DOMAINS = {"sketch": SKETCH, "photo": PHOTO}
@@ -40,52 +40,6 @@ class Item:
     path: str
     label: str  # class name
     domain: int  # SKETCH or PHOTO
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """A named seen/unseen class split. Its hash is recorded in every result."""
-
-    name: str
-    seen: tuple[str, ...]
-    unseen: tuple[str, ...]
-
-    @property
-    def hash(self) -> str:
-        """Hash of the normalised class names: the same split hashes the same whatever the
-        folder spelling of a user's copy of the data."""
-        from datamodules.split_manifests import class_key
-
-        payload = json.dumps(
-            {
-                "seen": sorted(map(class_key, self.seen)),
-                "unseen": sorted(map(class_key, self.unseen)),
-            }
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-    def check(self, available: set[str], where: str) -> None:
-        overlap = set(self.seen) & set(self.unseen)
-        if overlap:
-            raise ZsbenchError(f"Split {self.name!r}: classes both seen and unseen: {overlap}.")
-        missing = (set(self.seen) | set(self.unseen)) - available
-        if missing:
-            raise ZsbenchError(
-                f"Split {self.name!r} names classes that {where} does not have: "
-                f"{sorted(missing)[:10]}. Check the data root or the class list."
-            )
-        if not self.seen or not self.unseen:
-            raise ZsbenchError(f"Split {self.name!r} needs at least one seen and one unseen class.")
-
-
-def split_from_unseen(name: str, classes: Sequence[str], unseen: Sequence[str]) -> Split:
-    """The split whose unseen classes are `unseen` and whose seen classes are all the others."""
-    unseen_set = set(unseen)
-    unknown = unseen_set - set(classes)
-    if unknown:
-        raise ZsbenchError(f"Unseen classes {sorted(unknown)} are not in the dataset's classes.")
-    seen = tuple(sorted(c for c in classes if c not in unseen_set))
-    return Split(name, seen, tuple(sorted(unseen_set)))
 
 
 def _stable_fraction(text: str) -> float:
@@ -409,14 +363,14 @@ class SBIRDataModule(L.LightningDataModule):
             ItemDataset(self, self.partitions["gallery"]), False, self.eval_batch_size
         )
 
-    def all_items_dataloader(self) -> DataLoader:
-        """Every item once, in `items` order (feature extraction)."""
-        return DataLoader(
-            ItemDataset(self, np.arange(len(self.items))),
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-        )
+    def subset_dataloader(self, indices) -> DataLoader:
+        """Evaluation loader over the items at `indices` (positions in `items`), in that order:
+        a DDP rank's share of a partition."""
+        return self._loader(ItemDataset(self, np.asarray(indices)), False, self.eval_batch_size)
+
+    def all_items_dataset(self) -> Dataset:
+        """Every item once, in `items` order, evaluation transform (feature extraction)."""
+        return ItemDataset(self, np.arange(len(self.items)))
 
 
 def find_root(root: str | Path | None, env_var: str = "ZSBENCH_DATA") -> Path | None:

@@ -1,6 +1,6 @@
 """The ZS-CIR data contract: query / gallery loaders per evaluation group, and training data.
 
-A CIR datamodule reads one split of a dataset (through datamodules.cir_readers or the synthetic
+A CIR datamodule reads one split of a dataset (through zsbench.cir_readers or the synthetic
 generator) into evaluation *groups*: one for CIRR, CIRCO and the synthetic data, one per
 category for FashionIQ (each category has its own gallery and is scored separately). Batches:
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,8 +34,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from datamodules.base import find_root, load_image, make_loader
-from datamodules.cir_readers import (
+from zsbench.cir_readers import (
     FASHIONIQ_CATEGORIES,
     CIRSplit,
     fashioniq_caption_pair,
@@ -42,9 +42,9 @@ from datamodules.cir_readers import (
     read_cirr,
     read_fashioniq,
 )
+from zsbench.datamodules.base import find_root, load_image, make_loader
 from zsbench.errors import ZsbenchError
 from zsbench.metrics.cir import CIRLabels
-from zsbench.registry import DATASETS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 TRIPLET_KEYS = ("reference_caption", "modification", "target_caption")
@@ -384,7 +384,6 @@ def read_triplets(path: str | Path) -> list[dict]:
 # --------------------------------------------------------------------------- datasets
 
 
-@DATASETS.register("synthetic-cir")
 class SyntheticCIR(CIRDataModule):
     """Synthetic composed queries over shape x colour x pattern x size (embedded, seconds)."""
 
@@ -431,12 +430,12 @@ class SyntheticCIR(CIRDataModule):
         return (Path(self.cache) if self.cache else cache_dir() / "data") / f"synthetic-cir-{key}"
 
     def _root(self) -> Path:
-        from datamodules.synthetic_cir import write_synthetic_cir
+        from zsbench.datamodules.synthetic_cir import write_synthetic_cir
 
         return write_synthetic_cir(self.data_root(), **self.params)
 
     def read_groups(self) -> list[EvalGroup]:
-        from datamodules.synthetic_cir import read_synthetic_cir
+        from zsbench.datamodules.synthetic_cir import read_synthetic_cir
 
         return [EvalGroup("", read_synthetic_cir(self._root(), self.split_name))]
 
@@ -452,7 +451,7 @@ class SyntheticCIR(CIRDataModule):
         return [a["caption"] for a in self._train_images_json().values()]
 
     def own_train_triplets(self) -> list[dict]:
-        from datamodules.synthetic_cir import text_triplets
+        from zsbench.datamodules.synthetic_cir import text_triplets
 
         return text_triplets(self._root())
 
@@ -484,11 +483,18 @@ class RealCIRDataModule(CIRDataModule):
 
     # a folder holding one of these is the dataset's annotation folder
     markers: ClassVar[tuple[str, ...]] = ()
+    # zsbench.cir_readers function reading one split: (folder, split, image_root) -> CIRSplit
+    reader: ClassVar[Callable | None] = None
+
+    def read_groups(self) -> list[EvalGroup]:
+        """One evaluation group: the whole split, read by `reader`."""
+        reader = type(self).reader
+        return [EvalGroup("", reader(self.dataset_dir(), self.split_name, self.image_root))]
 
     def dataset_dir(self) -> Path:
         """`root` itself, root/<name>, root/cir/<name> or root/<NAME>: the first holding the
         dataset's annotation folders."""
-        name = self.registry_name
+        name = self.protocol  # the dataset's folder name: cirr, circo or fashioniq
         found = find_root(self.root)
         if found is None:
             raise ZsbenchError(
@@ -505,29 +511,22 @@ class RealCIRDataModule(CIRDataModule):
         )
 
 
-@DATASETS.register("cirr")
 class CIRR(RealCIRDataModule):
     """CIRR rc2 (Liu et al., ICCV 2021): R@1/5/10/50 without the reference, R_subset@1/2/3."""
 
     protocol = "cirr"
     markers = ("captions", "cirr/captions")
-
-    def read_groups(self) -> list[EvalGroup]:
-        return [EvalGroup("", read_cirr(self.dataset_dir(), self.split_name, self.image_root))]
+    reader = read_cirr
 
 
-@DATASETS.register("circo")
 class CIRCO(RealCIRDataModule):
     """CIRCO (Baldrati et al., ICCV 2023): mAP@5/10/25/50 over COCO 2017 unlabeled images."""
 
     protocol = "circo"
     markers = ("annotations",)
-
-    def read_groups(self) -> list[EvalGroup]:
-        return [EvalGroup("", read_circo(self.dataset_dir(), self.split_name, self.image_root))]
+    reader = read_circo
 
 
-@DATASETS.register("fashioniq")
 class FashionIQ(RealCIRDataModule):
     """FashionIQ (Wu et al., CVPR 2021): R@10/R@50 per category and their mean."""
 

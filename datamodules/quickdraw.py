@@ -12,12 +12,10 @@ folder names may contain spaces ('palm tree'). Split: `quickdraw30` (80 seen / 3
 
 from __future__ import annotations
 
-from datamodules.base import PHOTO, SKETCH
-from datamodules.real_sbir import RealSBIRDataModule
-from zsbench.registry import DATASETS
+from zsbench.datamodules.base import PHOTO, SKETCH
+from zsbench.datamodules.real_sbir import RealSBIRDataModule
 
 
-@DATASETS.register("quickdraw")
 class QuickDraw(RealSBIRDataModule):
     """QuickDraw-Ext (110 classes), split `quickdraw30`."""
 

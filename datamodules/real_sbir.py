@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from datamodules.base import PHOTO, SKETCH, Item, SBIRDataModule, Split, find_root
-from datamodules.split_manifests import (
-    class_key,
+from zsbench.datamodules.base import PHOTO, SKETCH, Item, SBIRDataModule, find_root
+from zsbench.datamodules.split_manifests import (
     load_split,
     manifest_names,
     parse_class_list,
     user_split,
 )
 from zsbench.errors import ZsbenchError, unknown_name
+from zsbench.splits import Split, class_key
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 DOMAIN_NAMES = {SKETCH: "sketch", PHOTO: "photo"}

@@ -19,8 +19,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from datamodules.base import PHOTO, SKETCH, Item, Split, split_from_unseen
-from datamodules.real_sbir import (
+from zsbench.datamodules.base import PHOTO, SKETCH, Item
+from zsbench.datamodules.real_sbir import (
     RealSBIRDataModule,
     first_dir,
     read_file_lists,
@@ -28,10 +28,10 @@ from datamodules.real_sbir import (
     scan_class_folders,
     unify_labels,
 )
-from datamodules.sketchy_layout import locate_sketchy, scan_sketchy_folder
-from datamodules.split_manifests import user_split
+from zsbench.datamodules.sketchy_layout import locate_sketchy, scan_sketchy_folder
+from zsbench.datamodules.split_manifests import user_split
 from zsbench.errors import ZsbenchError
-from zsbench.registry import DATASETS
+from zsbench.splits import Split, split_from_unseen
 
 EXTENDED_DIRS = ("EXTEND_image_sketchy_ready", "EXTEND_image_sketchy", "extended_photo")
 SKETCHY_LAYOUT = (
@@ -48,7 +48,6 @@ SKETCHY_SOURCE = (
 )
 
 
-@DATASETS.register("sketchy")
 class Sketchy(RealSBIRDataModule):
     """Sketchy (125 classes) or Sketchy-Ext (`extended_photos`), split `sketchy25` by default."""
 
@@ -107,10 +106,11 @@ class Sketchy(RealSBIRDataModule):
         return item.domain == PHOTO and parts[0] in EXTENDED_DIRS
 
 
-@DATASETS.register("sketchy21-mini")
 class Sketchy21Mini(RealSBIRDataModule):
-    """The real 21-class Sketchy slice ($ZSBENCH_DATA/sketchy21: 100 photos + 100 sketches per
-    class). All 21 are unseen classes of `sketchy21`, so this preset splits them itself:
+    """The real 21-class Sketchy slice of ../shared/data (100 photos + 100 sketches per class).
+
+    Under $ZSBENCH_DATA/sketchy21. All 21 are unseen classes of `sketchy21`, so this preset
+    splits them itself:
     `n_unseen` classes drawn with random.Random(split_seed) from the sorted class list.
     `max_per_class` keeps the first N sketches and N photos of each class (by file name)."""
 

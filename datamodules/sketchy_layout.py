@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.base import PHOTO, SKETCH, Item
+from zsbench.datamodules.base import PHOTO, SKETCH, Item
 from zsbench.errors import ZsbenchError
 
 LAYOUT = "Sketchy/256x256/{sketch,photo}/tx_000000000000_ready/<class>/<file>"

@@ -13,16 +13,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from datamodules.base import Split
 from zsbench.errors import ZsbenchError, unknown_name
+from zsbench.splits import Split, class_key
 
 SPLITS_DIR = Path(__file__).with_name("splits")
-
-
-def class_key(name: str) -> str:
-    """'Hot-air balloon', 'hot_air_balloon', 'car (sedan)' -> 'hot_air_balloon', 'car_sedan'."""
-    key = re.sub(r"[()\[\]]", "", name.strip().lower())
-    return re.sub(r"[\s_\-]+", "_", key).strip("_")
 
 
 def manifest_names(dataset: str | None = None) -> list[str]:

@@ -2,22 +2,21 @@
 
 Classes are shape x pattern combinations ("striped star"); the unseen classes are new
 combinations of attributes that all occur among the seen classes, so zero-shot transfer is
-possible and class names carry meaning. Images are rendered once (datamodules.synthetic_render)
-into a cache folder in the real Sketchy layout and read back by the same reader as real Sketchy.
+possible and class names carry meaning. Images are rendered once (synthetic_render.py) into a
+cache folder in the real Sketchy layout and read back by the same reader as real Sketchy.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.base import Item, SBIRDataModule, Split, split_from_unseen
-from datamodules.sketchy_layout import scan_sketchy_folder
-from datamodules.synthetic_render import default_unseen, write_synthetic_sketchy
+from zsbench.datamodules.base import Item, SBIRDataModule
+from zsbench.datamodules.sketchy_layout import scan_sketchy_folder
+from zsbench.datamodules.synthetic_render import default_unseen, write_synthetic_sketchy
 from zsbench.features import cache_dir
-from zsbench.registry import DATASETS
+from zsbench.splits import Split, split_from_unseen
 
 
-@DATASETS.register("synthetic")
 class SyntheticSketchy(SBIRDataModule):
     """Synthetic sketches and photos of shape x pattern classes (embedded default, seconds)."""
 

@@ -16,7 +16,7 @@ combinations serve text-only training such as RTD's.
 
 :func:`write_synthetic_cir` renders everything once into a folder (atomically, under a file
 lock); :func:`read_synthetic_cir` returns a split as the real readers do
-(:class:`datamodules.cir_readers.CIRSplit`). Files under the root::
+(:class:`zsbench.cir_readers.CIRSplit`). Files under the root::
 
     synthetic_cir.json               parameters, vocabulary, partitions of the combinations
     images/<shape>-<colour>-<pattern>-<size>-<instance>.png
@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from datamodules.cir_readers import CIRQuery, CIRSplit
-from datamodules.synthetic_render import _OUTLINES  # the SBIR generator's shape outlines
+from zsbench.cir_readers import CIRQuery, CIRSplit
+from zsbench.datamodules.synthetic_render import _OUTLINES  # the SBIR generator's shape outlines
 from zsbench.errors import ZsbenchError
 
 __all__ = [
@@ -440,13 +440,13 @@ def write_synthetic_cir(
 
 
 def _generate(out: Path, parts: dict, p: dict, vocab: dict, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from zsbench.progress import progress as progress_bar
 
     (out / "images").mkdir(parents=True)
     (out / "annotations").mkdir()
     images = {}
     todo = [(part, c, i) for part in SPLITS for c in parts[part] for i in range(p["instances"])]
-    for part, c, i in tqdm(todo, desc="synthetic CIR", unit="img", disable=not progress):
+    for part, c, i in progress_bar(todo, desc="synthetic CIR", unit="img", enabled=progress):
         name = image_name(c, i)
         render_cir_image(c, i, p["image_size"], p["seed"]).save(
             out / "images" / f"{name}.png", compress_level=1
@@ -472,7 +472,7 @@ def read_synthetic_cir(root: str | os.PathLike, split: str = "test") -> CIRSplit
     if not (root / "synthetic_cir.json").is_file():
         raise ZsbenchError(
             f"{root} holds no synthetic CIR dataset (synthetic_cir.json); "
-            "create it with datamodules.synthetic_cir.write_synthetic_cir(root)."
+            "create it with zsbench.datamodules.synthetic_cir.write_synthetic_cir(root)."
         )
     images = json.loads((root / "images.json").read_text())
     anns = json.loads((root / "annotations" / f"{split}.json").read_text())

@@ -675,7 +675,7 @@ def write_synthetic_sketchy(
 
 
 def _generate(out: Path, classes: Sequence[str], p: dict, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from zsbench.progress import progress as progress_bar
 
     n_ph, n_sk, size, seed = (
         p["photos_per_class"],
@@ -685,7 +685,7 @@ def _generate(out: Path, classes: Sequence[str], p: dict, progress: bool) -> Non
     )
     base = out / _SKETCHY_SUB
     total = len(classes) * (n_ph + n_sk)
-    with tqdm(total=total, desc="synthetic Sketchy", unit="img", disable=not progress) as bar:
+    with progress_bar(total=total, desc="synthetic Sketchy", unit="img", enabled=progress) as bar:
         for cls in classes:
             pdir = base / "photo" / _READY / cls
             sdir = base / "sketch" / _READY / cls

@@ -13,12 +13,10 @@ too. Splits: `tuberlin30` (SAKE, default) and `sempcyc-tuberlin`.
 
 from __future__ import annotations
 
-from datamodules.base import PHOTO, SKETCH
-from datamodules.real_sbir import RealSBIRDataModule
-from zsbench.registry import DATASETS
+from zsbench.datamodules.base import PHOTO, SKETCH
+from zsbench.datamodules.real_sbir import RealSBIRDataModule
 
 
-@DATASETS.register("tuberlin")
 class TUBerlin(RealSBIRDataModule):
     """TU-Berlin-Ext (250 classes), split `tuberlin30` by default."""
 

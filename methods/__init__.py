@@ -1,20 +1,5 @@
-"""One module per method; importing this package registers them all (see zsbench.registry)."""
+"""Methods: one module per method (installed as `zsbench.methods`).
 
-from methods import (  # noqa: F401
-    caae,
-    cfsa,
-    clip_zeroshot,
-    cvae,
-    doodle2search,
-    drcpl,
-    frozen,
-    lcale,
-    lincir,
-    pic2word,
-    rpkd,
-    rtd,
-    searle,
-    sem_pcyc,
-    sketchgcn,
-    supervised,
-)
+Each is found by name through its `zsbench.methods` entry point in pyproject.toml and imported
+only when used (see zsbench.registry); this package imports nothing on its own.
+"""

@@ -2,9 +2,9 @@
 
 A method implements `encode_query(batch)` and `encode_gallery(batch)` (and, if it trains,
 `training_step` / `configure_optimizers`). Hyperparameters are its `__init__` arguments with
-the paper's defaults; arguments named in `DATA_PROVIDED` are filled in by the runner from the
-datamodule. The base class owns embedding collection and its checks; metrics are computed only
-by `zsbench.evaluation`, never by a method.
+the paper's defaults; arguments named in `zsbench.config.DATA_PROVIDED` are filled in by the
+runner from the datamodule. The base class owns embedding collection and its checks; metrics
+are computed only by `zsbench.evaluation`, never by a method.
 
 ZS-CIR methods subclass `CIRMethod`: queries are (reference image, modification text), the
 gallery is images, a frozen CLIP is loaded by `setup_clip`, and `train_on` names the training
@@ -27,11 +27,6 @@ from zsbench.errors import ZsbenchError
 CIR_TRAIN_ON = ("images", "captions", "text_triplets", "none")
 # the prompt shared by Pic2Word-, SEARLE- and LinCIR-style methods; "$" is the pseudo word
 CIR_PROMPT = "a photo of $ that {}"
-
-# __init__ arguments the runner provides from the datamodule (never set in YAML or --set).
-# `class_embeddings`: {source: float array [num_classes, dim]} for the seen classes, computed by
-# zsbench.semantics from the sources named in the method's `semantics` argument.
-DATA_PROVIDED = ("num_classes", "seen_class_names", "feature_dim", "class_embeddings")
 
 
 def stack_class_embeddings(
@@ -84,7 +79,7 @@ class RetrievalMethod(L.LightningModule):
     similarity: ClassVar[str] = "cosine"  # how the evaluator compares embeddings
     # what training batches hold: "items" (image/feature, label, domain), "pairs" (sketch,
     # photo, label) or "triplets" (sketch, photo, negative, label, negative_label); see
-    # datamodules.base. Methods with inputs="images" set `self.backbone_info` (BackboneInfo).
+    # zsbench.datamodules.base. Methods with inputs="images" set `self.backbone_info`.
     train_on: ClassVar[str] = "items"
 
     def encode_query(self, batch: dict) -> Tensor:
@@ -163,7 +158,7 @@ class CIRMethod(RetrievalMethod):
     in the prompt), "index": [B]}; FashionIQ batches also carry "text_reversed" (the two
     captions in the other order), which `embed` encodes as a second pass and combines as
     SEARLE / LinCIR do. Gallery batches: {"image", "index"}. `train_on` picks the training
-    batches (see datamodules.cir): "images", "captions", "text_triplets" or "none".
+    batches (see zsbench.datamodules.cir): "images", "captions", "text_triplets" or "none".
     """
 
     train_on: ClassVar[str] = "none"

@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata
-from methods.cvae import SketchConditionedGenerator, feature_mse, keras_init
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata
+from zsbench.methods.cvae import SketchConditionedGenerator, feature_mse, keras_init
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -56,7 +55,6 @@ class LatentDiscriminator(nn.Module):
         return self.net(z).squeeze(-1)
 
 
-@METHODS.register("caae")
 class CAAE(SketchConditionedGenerator):
     """Conditional adversarial autoencoder generating photo features from sketch features."""
 

@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
-from methods.lcale import gaussian_mmd, mlp
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
+from zsbench.methods.lcale import gaussian_mmd, mlp
 
 DOMAINS = ("sketch", "photo")
 
@@ -45,7 +44,6 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, cond: Tensor
     return (grad.norm(dim=-1) - 1).pow(2).mean()
 
 
-@METHODS.register("cfsa")
 class Cfsa(RetrievalMethod):
     """Conditional WGAN-GP feature synthesis per modality + regression into a unified space."""
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.base import MethodMetadata, RetrievalMethod
 from zsbench.clip import DEFAULT_CLIP, encode_image, fit_image_size, load_clip
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
 
-@METHODS.register("clip-zeroshot")
 class ClipZeroshot(RetrievalMethod):
     """CLIP's image encoder, frozen, for queries and gallery alike."""
 

@@ -28,8 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
 # Keras BatchNormalization defaults (momentum 0.99 of the running mean = 0.01 in torch).
 _BN = {"momentum": 0.01, "eps": 1e-3}
@@ -139,7 +138,6 @@ class SketchConditionedGenerator(RetrievalMethod):
         return batch["feature"]
 
 
-@METHODS.register("cvae")
 class CVAE(SketchConditionedGenerator):
     """Conditional VAE generating photo features from sketch features (Yelamarthi et al.)."""
 

@@ -38,14 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
 from zsbench.backbones import (
     create_backbone,
     keep_frozen_batchnorm_in_eval,
     set_trainable_stages,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
 
 SKETCH, PHOTO = 0, 1
 
@@ -192,7 +191,6 @@ def domain_classifier(embedding_dim: int, hidden: int, dropout: float) -> nn.Seq
 # ---------------------------------------------------------------------------------------------
 
 
-@METHODS.register("doodle2search")
 class Doodle2Search(RetrievalMethod):
     """Separate sketch/photo encoders with attention; triplet + GRL domain + semantic losses."""
 

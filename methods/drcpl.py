@@ -39,11 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
 from zsbench.backbones import IMAGENET_MEAN, IMAGENET_STD
 from zsbench.clip import DEFAULT_CLIP, encode_image, encode_text, fit_image_size, load_clip
 from zsbench.errors import ZsbenchError
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
 SKETCH, PHOTO = 0, 1
 
@@ -195,7 +194,6 @@ def _clones(module: nn.Module, n: int) -> nn.ModuleList:
 NORMALIZATIONS = ("imagenet", "clip")
 
 
-@METHODS.register("drcpl")
 class Drcpl(RetrievalMethod):
     """Frozen CLIP with learned, residual, text-to-vision coupled deep prompts."""
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from methods.base import MethodMetadata, RetrievalMethod
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
 
-@METHODS.register("frozen")
 class Frozen(RetrievalMethod):
     """Frozen pretrained backbone features, no training (baseline)."""
 

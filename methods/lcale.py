@@ -34,8 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks (shared with methods/cfsa.py)
@@ -132,7 +131,6 @@ class GaussianEncoder(nn.Module):
 MODALITIES = ("sketch", "photo", "class")
 
 
-@METHODS.register("lcale")
 class Lcale(RetrievalMethod):
     """Cross-aligned VAEs for sketch, photo and class embedding (Wasserstein + MMD alignment)."""
 

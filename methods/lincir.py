@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.base import CIR_PROMPT, MethodMetadata
-from methods.searle import PseudoWordMethod
 from zsbench.clip import (
     DEFAULT_CIR_CLIP,
     encode_prompts,
@@ -35,7 +33,8 @@ from zsbench.clip import (
     tokenize,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.registry import METHODS
+from zsbench.methods.base import CIR_PROMPT, MethodMetadata
+from zsbench.methods.searle import PseudoWordMethod
 
 __all__ = [
     "FUNCTION_WORDS",
@@ -143,7 +142,6 @@ def encode_masked(model, tokenizer, texts: list[str], tokens: Tensor) -> Tensor:
     return encode_text(model, embeds, eos)
 
 
-@METHODS.register("lincir")
 class Lincir(PseudoWordMethod):
     """Frozen CLIP + phi trained on captions alone by self-masking projection (MSE)."""
 

@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import CIR_PROMPT, CIRMethod, MethodMetadata
 from zsbench.clip import DEFAULT_CIR_CLIP, encode_with_pseudo_tokens
-from zsbench.registry import METHODS
+from zsbench.methods.base import CIR_PROMPT, CIRMethod, MethodMetadata
 
 
 class Phi(nn.Module):
@@ -58,7 +57,6 @@ def symmetric_contrastive_loss(image: Tensor, text: Tensor, scale: Tensor | floa
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-@METHODS.register("pic2word")
 class Pic2Word(CIRMethod):
     """Pic2Word: an image -> pseudo-word MLP trained contrastively on unlabelled images."""
 

@@ -39,14 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
 from zsbench.backbones import (
     create_backbone,
     keep_frozen_batchnorm_in_eval,
     set_trainable_stages,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
 PHOTO = 1
 
@@ -127,7 +126,6 @@ def embedding_induced_loss(
 # ---------------------------------------------------------------------------------------------
 
 
-@METHODS.register("rpkd")
 class Rpkd(RetrievalMethod):
     """Student fine-tuned on seen classes, distilled from a frozen ImageNet teacher."""
 
@@ -292,7 +290,7 @@ class Rpkd(RetrievalMethod):
         """Centres from the training photos of `loader`: un-augmented, when the loader is a
         zsbench item loader (its photos are re-read with the evaluation transform), else from
         the photo rows of its batches as they come."""
-        from datamodules.base import ItemDataset
+        from zsbench.datamodules.base import ItemDataset
 
         ds = getattr(loader, "dataset", None)
         if isinstance(ds, ItemDataset) and ds.dm.features is None:

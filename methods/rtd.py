@@ -31,11 +31,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from methods.base import CIR_PROMPT, MethodMetadata
-from methods.lincir import clean_caption, noisy_features
-from methods.searle import PseudoWordMethod, nt_xent_loss
 from zsbench.clip import DEFAULT_CIR_CLIP, encode_prompts, encode_with_pseudo_tokens
 from zsbench.errors import ZsbenchError
+from zsbench.methods.base import CIR_PROMPT, MethodMetadata
+from zsbench.methods.lincir import clean_caption, noisy_features
+from zsbench.methods.searle import PseudoWordMethod, nt_xent_loss
 from zsbench.registry import METHODS
 
 __all__ = ["REFERENCE_PROMPT", "RtdMethod", "load_phi_checkpoint", "refined_batch"]
@@ -201,7 +201,7 @@ class RtdMethod(PseudoWordMethod):
         dm = getattr(self.trainer, "datamodule", None) or getattr(self, "datamodule", None)
         if dm is None:
             raise ZsbenchError(
-                f"{self.registry_name} needs a trained phi: give "
+                f"{getattr(self, 'registry_name', type(self).__name__)} needs a trained phi: give "
                 f"--set model.phi_checkpoint=PATH (phi of a '{self.base_method}' run, or the "
                 "official checkpoint), or run it through zsbench bench, which trains the base "
                 "first."
@@ -276,7 +276,6 @@ def _rtd_metadata(base: str, base_title: str, base_code: str) -> MethodMetadata:
     )
 
 
-@METHODS.register("lincir+rtd")
 class LincirRtd(RtdMethod):
     """RTD text-encoder tuning on top of LinCIR's phi (the official RTD code's setting)."""
 
@@ -284,7 +283,6 @@ class LincirRtd(RtdMethod):
     metadata = _rtd_metadata("lincir", "LinCIR", "navervision/lincir")
 
 
-@METHODS.register("searle+rtd")
 class SearleRtd(RtdMethod):
     """RTD text-encoder tuning on top of SEARLE's phi."""
 
@@ -292,7 +290,6 @@ class SearleRtd(RtdMethod):
     metadata = _rtd_metadata("searle", "SEARLE", "miccunifi/SEARLE")
 
 
-@METHODS.register("pic2word+rtd")
 class Pic2wordRtd(RtdMethod):
     """RTD text-encoder tuning on top of Pic2Word's phi."""
 

@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import CIR_PROMPT, CIRMethod, MethodMetadata
 from zsbench.clip import DEFAULT_CIR_CLIP, encode_prompts, encode_with_pseudo_tokens
 from zsbench.errors import ZsbenchError
-from zsbench.registry import METHODS
+from zsbench.methods.base import CIR_PROMPT, CIRMethod, MethodMetadata
 
 __all__ = [
     "PALAVRA_TEMPLATES",
@@ -202,7 +201,6 @@ def load_phrases(concepts: list[str], phrases: str | None) -> dict[str, list[str
     return kept
 
 
-@METHODS.register("searle")
 class Searle(PseudoWordMethod):
     """Frozen CLIP + phi distilled from per-image OTI tokens, with a concept-phrase regulariser."""
 

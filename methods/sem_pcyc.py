@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
 from zsbench.errors import ZsbenchError
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
 # ----------------------------------------------------------------------------- building blocks
 
@@ -160,7 +159,6 @@ _DEVIATIONS = (
 )
 
 
-@METHODS.register("sem-pcyc")
 class SemPcyc(RetrievalMethod):
     """SEM-PCYC: paired cycle-consistent GANs into a side-information space (Dutta & Akata 2019)."""
 
@@ -367,7 +365,6 @@ class SemPcyc(RetrievalMethod):
         return self.gen_im2se(batch["feature"].float())
 
 
-@METHODS.register("sem-pcyc-binary")
 class SemPcycBinary(SemPcyc):
     """SEM-PCYC with ITQ hashing of its semantic-space embeddings, ranked by Hamming distance."""
 

@@ -27,14 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
 from zsbench.backbones import (
     create_backbone,
     keep_frozen_batchnorm_in_eval,
     set_trainable_stages,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
 
 # -- building blocks -------------------------------------------------------------------------
 
@@ -123,7 +122,6 @@ def _semantic_matrix(class_embeddings: dict, num_classes: int) -> Tensor:
 # -- the method ------------------------------------------------------------------------------
 
 
-@METHODS.register("sketchgcn")
 class SketchGCN(RetrievalMethod):
     """Sketch/photo encoders + semantic GCN (classification) + semantic CVAE, on pairs."""
 

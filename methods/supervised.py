@@ -16,11 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.base import MethodMetadata, RetrievalMethod
-from zsbench.registry import METHODS
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
 
-@METHODS.register("supervised")
 class Supervised(RetrievalMethod):
     """Embedding head on frozen features, trained with a cosine-softmax loss on seen classes."""
 

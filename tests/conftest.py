@@ -44,6 +44,44 @@ def tiny() -> list[str]:
     return list(TINY)
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def need_system_package(found: bool, what: str, fix: str) -> None:
+    """Skip a test whose system package is missing, with the fix; under CI, fail instead (CI
+    installs everything through `make install`, so a missing package there is a bug)."""
+    if found:
+        return
+    message = f"{what} not found; {fix} (`make install` does this when root or sudo allows)"
+    if in_ci():
+        pytest.fail(f"CI is set but {message}")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def wordnet_dir() -> Path:
+    """The WordNet 3.0 database (Debian wordnet-base + wordnet-sense-index, or $WORDNET_DIR)."""
+    folder = Path(os.environ.get("WORDNET_DIR") or "/usr/share/wordnet")
+    need_system_package(
+        (folder / "data.noun").is_file(),
+        f"WordNet 3.0 database in {folder}",
+        "apt-get install wordnet-base wordnet-sense-index, or set WORDNET_DIR",
+    )
+    return folder
+
+
+@pytest.fixture
+def chromium() -> str:
+    """A headless-capable Chromium binary (Debian chromium)."""
+    import shutil
+
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    found = next((shutil.which(n) for n in names if shutil.which(n)), None)
+    need_system_package(found is not None, "Chromium on PATH", "apt-get install chromium")
+    return found
+
+
 @pytest.fixture
 def shared_data() -> Path:
     data = Path(os.environ.get("ZSBENCH_DATA", SHARED_DATA))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import zsbench.features as features_mod
-from datamodules.synthetic import SyntheticSketchy
 from zsbench.backbones import create_backbone, resolve_weights
+from zsbench.datamodules.synthetic import SyntheticSketchy
 from zsbench.errors import ZsbenchError
 from zsbench.features import cached_features
 

@@ -61,8 +61,17 @@ def bench_args(results, tiny, method="supervised", *extra):
     return [*args, *extra]
 
 
+def needs_wordnet(method: str) -> bool:
+    """True when the method's default side information includes the WordNet hierarchy."""
+    from zsbench.config import signature_defaults
+
+    return "wordnet" in str(signature_defaults(METHODS.get(method)).get("semantics") or "")
+
+
 @pytest.mark.parametrize("method", METHODS.names())
-def test_every_method_fast_dev_run(method, tmp_path, tiny):
+def test_every_method_fast_dev_run(method, tmp_path, tiny, request):
+    if needs_wordnet(method):
+        request.getfixturevalue("wordnet_dir")
     fast = ("--set", "trainer.fast_dev_run=true")
     if METHODS.get(method).metadata.task == "cir":  # each task's embedded dataset
         from test_cir_bench import TINY_CIR, cir_bench_args
@@ -117,7 +126,7 @@ def test_crash_midway_leaves_result_and_leaderboard_intact(tmp_path, tiny, monke
     def crash(*a, **k):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr("zsbench.runner.evaluate_sbir", crash)
+    monkeypatch.setattr("zsbench.runner.sbir.evaluate_sbir", crash)
     with pytest.raises(KeyboardInterrupt):
         run(*bench_args(tmp_path, tiny, "frozen", "--overwrite"))
     assert path.read_text() == before

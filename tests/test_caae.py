@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-import methods.caae  # noqa: F401  (registers "caae")
-from methods.caae import CAAE, discriminator_loss, generator_loss
-from methods.cvae import FeatureGenerator
+import zsbench.methods.caae  # noqa: F401  (registers "caae")
 from zsbench.cli import main
 from zsbench.config import signature_defaults
+from zsbench.methods.caae import CAAE, discriminator_loss, generator_loss
+from zsbench.methods.cvae import FeatureGenerator
 
 
 def small(**kw) -> CAAE:

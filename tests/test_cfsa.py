@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-import methods.cfsa  # noqa: F401  (registers "cfsa")
-from methods.cfsa import Cfsa, gradient_penalty
+import zsbench.methods.cfsa  # noqa: F401  (registers "cfsa")
 from zsbench.cli import main
+from zsbench.methods.cfsa import Cfsa, gradient_penalty
 
 FEAT, CLASSES, SEM = 16, 4, 8
 

@@ -10,8 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datamodules.cir import CIRR, FashionIQ, SyntheticCIR, read_captions, read_triplets
-from methods.base import CIRMethod, MethodMetadata
 from zsbench.cli import main
 from zsbench.clip import (
     encode_prompts,
@@ -20,8 +18,10 @@ from zsbench.clip import (
     placeholder_token_id,
     tokenize,
 )
+from zsbench.datamodules.cir import CIRR, FashionIQ, SyntheticCIR, read_captions, read_triplets
 from zsbench.errors import ZsbenchError
 from zsbench.leaderboard import build_leaderboard, format_table
+from zsbench.methods.base import CIRMethod, MethodMetadata
 from zsbench.metrics.cir import CIRLabels, ap_at_k
 from zsbench.results import extras_path, result_path
 from zsbench.runner import cir_chance

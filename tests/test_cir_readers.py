@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from datamodules.cir_readers import (
+from zsbench.cir_readers import (
     FASHIONIQ_CATEGORIES,
     fashioniq_caption_pair,
     read_circo,

@@ -8,8 +8,7 @@ import shutil
 import pytest
 import torch
 
-import methods.clip_zeroshot  # noqa: F401 - registers "clip-zeroshot"
-from methods.clip_zeroshot import ClipZeroshot
+import zsbench.methods.clip_zeroshot  # noqa: F401 - registers "clip-zeroshot"
 from zsbench.backbones import sha256_file
 from zsbench.cli import main
 from zsbench.clip import (
@@ -21,6 +20,7 @@ from zsbench.clip import (
     tiny_clip_folder,
 )
 from zsbench.errors import ZsbenchError
+from zsbench.methods.clip_zeroshot import ClipZeroshot
 from zsbench.results import result_path
 
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-import methods.cvae  # noqa: F401  (registers "cvae")
-from methods.cvae import CVAE, FeatureGenerator, feature_mse, kl_standard_normal
+import zsbench.methods.cvae  # noqa: F401  (registers "cvae")
 from zsbench.cli import main
 from zsbench.config import signature_defaults
+from zsbench.methods.cvae import CVAE, FeatureGenerator, feature_mse, kl_standard_normal
 
 
 def small(**kw) -> CVAE:

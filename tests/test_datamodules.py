@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datamodules.base import PHOTO, SKETCH, Split, split_from_unseen
-from datamodules.sketchy_layout import scan_sketchy_folder
-from datamodules.synthetic import SyntheticSketchy
+from zsbench.datamodules.base import PHOTO, SKETCH
+from zsbench.datamodules.sketchy_layout import scan_sketchy_folder
+from zsbench.datamodules.synthetic import SyntheticSketchy
 from zsbench.errors import ZsbenchError
+from zsbench.splits import Split, split_from_unseen
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def test_missing_sketchy_layout_names_the_layout(tmp_path):
 def test_pairs_are_same_class_and_instance_paired_when_names_say_so(dm):
     from pathlib import Path
 
-    from datamodules.base import PairDataset
+    from zsbench.datamodules.base import PairDataset
 
     dm.use_features(np.arange(len(dm.items), dtype=np.float32)[:, None].repeat(2, 1))
     pairs = PairDataset(dm, dm.partitions["train"], "instance")

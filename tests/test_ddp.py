@@ -13,8 +13,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from datamodules.base import Item, SBIRDataModule, split_from_unseen
-from zsbench.runner import _planned_world_size, embed_partition
+from zsbench.datamodules.base import Item, SBIRDataModule
+from zsbench.runner import embed_partition
+from zsbench.runner.common import _planned_world_size
+from zsbench.splits import split_from_unseen
 
 
 def _bench(tmp_path, name: str, extra: list[str]) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import methods.doodle2search as d2s
+import zsbench.methods.doodle2search as d2s
 from zsbench.backbones import create_backbone
 
 C = 4  # seen classes of the small problems

@@ -9,8 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods.drcpl  # noqa: F401 - registers "drcpl"
-from methods.drcpl import (
+import zsbench.methods.drcpl  # noqa: F401 - registers "drcpl"
+from zsbench.backbones import IMAGENET_MEAN
+from zsbench.cli import main
+from zsbench.clip import encode_image, encode_text, save_tiny_clip
+from zsbench.errors import ZsbenchError
+from zsbench.methods.drcpl import (
     PHOTO,
     SKETCH,
     Drcpl,
@@ -19,10 +23,6 @@ from methods.drcpl import (
     sdm_loss,
     triplet_cosine_loss,
 )
-from zsbench.backbones import IMAGENET_MEAN
-from zsbench.cli import main
-from zsbench.clip import encode_image, encode_text, save_tiny_clip
-from zsbench.errors import ZsbenchError
 from zsbench.results import result_path
 
 CLASSES = ["cat", "dog", "hot_air_balloon", "car_(sedan)"]

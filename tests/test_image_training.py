@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datamodules.base import PHOTO, SKETCH, TripletDataset
-from datamodules.synthetic import SyntheticSketchy
-from methods.base import MethodMetadata, RetrievalMethod
 from zsbench.backbones import create_backbone, set_trainable_stages
+from zsbench.datamodules.base import PHOTO, SKETCH, TripletDataset
+from zsbench.datamodules.synthetic import SyntheticSketchy
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 from zsbench.registry import METHODS
 from zsbench.results import result_path
 
@@ -98,7 +98,8 @@ class TinyImageMethod(RetrievalMethod):
 def test_images_method_through_the_runner(tmp_path, tiny, monkeypatch):
     from zsbench.cli import main
 
-    monkeypatch.setitem(METHODS._entries, "tiny-images", TinyImageMethod)
+    monkeypatch.setattr(METHODS, "_added", {})  # in-process registration, undone afterwards
+    METHODS.register("tiny-images")(TinyImageMethod)
     args = ["bench", "--method", "tiny-images", "--results-dir", str(tmp_path), "--no-progress"]
     for o in [*tiny, "trainer.max_epochs=1"]:
         args += ["--set", o]

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import methods.lcale  # noqa: F401  (registers "lcale")
-from methods.lcale import (
+import zsbench.methods.lcale  # noqa: F401  (registers "lcale")
+from zsbench.cli import main
+from zsbench.methods.lcale import (
     Lcale,
     gaussian_mmd,
     kl_standard_normal,
     ramp,
     wasserstein_diag_gaussians,
 )
-from zsbench.cli import main
 
 FEAT, CLASSES, SEM = 24, 4, 8
 

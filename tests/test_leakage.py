@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from datamodules.split_manifests import SPLITS_DIR
+from zsbench.datamodules.split_manifests import SPLITS_DIR
 from zsbench.leakage import imagenet_overlap, photo_wnids
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_cir_bench import TINY_CIR  # one list of tiny CIR overrides
 
-from methods.lincir import Lincir, encode_masked, mask_keywords, noisy_features
 from zsbench.clip import encode_prompts, encode_with_pseudo_tokens
+from zsbench.methods.lincir import Lincir, encode_masked, mask_keywords, noisy_features
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.pic2word import Phi, Pic2Word, symmetric_contrastive_loss
 from zsbench.clip import encode_with_pseudo_tokens
+from zsbench.methods.pic2word import Phi, Pic2Word, symmetric_contrastive_loss
 
 
 @pytest.fixture(scope="module")

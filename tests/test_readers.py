@@ -9,14 +9,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from datamodules.base import PHOTO, SKETCH
-from datamodules.quickdraw import QuickDraw
-from datamodules.sketchy import Sketchy, Sketchy21Mini
-from datamodules.split_manifests import class_key, manifest_names, read_manifest
-from datamodules.tuberlin import TUBerlin
 from zsbench.config import signature_defaults
+from zsbench.datamodules.base import PHOTO, SKETCH
+from zsbench.datamodules.quickdraw import QuickDraw
+from zsbench.datamodules.sketchy import Sketchy, Sketchy21Mini
+from zsbench.datamodules.split_manifests import manifest_names, read_manifest
+from zsbench.datamodules.tuberlin import TUBerlin
 from zsbench.errors import ZsbenchError
 from zsbench.registry import DATASETS
+from zsbench.splits import class_key
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "datasets"
 ODD = ["alarm clock", "car (sedan)", "hot-air_balloon"]  # spaces, parentheses, hyphen

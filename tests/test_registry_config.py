@@ -6,19 +6,42 @@ import inspect
 
 import pytest
 
-from methods.base import DATA_PROVIDED, MethodMetadata, RetrievalMethod
-from zsbench.config import configs_dir, init_parameters, load_yaml, parse_override, resolve_config
+from zsbench.config import (
+    DATA_PROVIDED,
+    configs_dir,
+    init_parameters,
+    load_yaml,
+    parse_override,
+    resolve_config,
+)
 from zsbench.errors import ZsbenchError
+from zsbench.methods.base import MethodMetadata, RetrievalMethod
 from zsbench.registry import DATASETS, METHODS, Registry
 
 
 def test_registry_rejects_duplicates_and_suggests_names():
-    reg = Registry("thing")
+    reg = Registry("method", "zsbench.methods")
     reg.register("alpha")(type("A", (), {}))
     with pytest.raises(ZsbenchError, match="registered twice"):
         reg.register("alpha")(type("B", (), {}))
+    with pytest.raises(ZsbenchError, match="registered twice"):
+        reg.register("supervised")(type("C", (), {}))  # an entry point has that name
     with pytest.raises(ZsbenchError, match="Did you mean: supervised"):
         METHODS.get("supervsied")
+
+
+@pytest.mark.parametrize("registry", [METHODS, DATASETS], ids=["methods", "datasets"])
+def test_listing_reads_the_source_and_agrees_with_the_classes(registry):
+    """`zsbench methods` / `datasets` read task and description without importing; they must
+    say what the imported class says."""
+    from zsbench.registry import describe
+
+    for name in registry.names():
+        info = registry.info(name)
+        cls = registry.get(name)
+        task = cls.metadata.task if hasattr(cls, "metadata") else cls.task
+        assert (info.task, info.description) == (task, describe(cls)), name
+        assert cls.registry_name == name
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -26,8 +49,8 @@ def test_method_name_matches_file_config_and_metadata(name):
     cls = METHODS.get(name)
     # methods/<stem>.py registers <stem> (underscores as hyphens), its variants <stem>-<x>, and
     # plug-ins on another method as <base>+<stem> (e.g. lincir+rtd)
-    stem = cls.__module__.removeprefix("methods.").replace("_", "-")
-    assert cls.__module__.startswith("methods.")
+    stem = cls.__module__.removeprefix("zsbench.methods.").replace("_", "-")
+    assert cls.__module__.startswith("zsbench.methods.")
     assert name == stem or name.startswith(stem + "-") or name.endswith("+" + stem)
     assert (configs_dir() / "methods" / f"{name}.yaml").exists()
     assert issubclass(cls, RetrievalMethod)

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-import methods.supervised as supervised
+import zsbench.methods.supervised as supervised
 from zsbench import regress
 from zsbench.registry import METHODS
 

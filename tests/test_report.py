@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -272,15 +270,6 @@ def test_real_tiny_bench_result(tmp_path, tiny):
 # ---------------------------------------------------------------- real browser
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if found := shutil.which(name):
-            return found
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI=true but no Chromium on PATH: install the Debian package `chromium`.")
-    pytest.skip("no Chromium on PATH (apt-get install -y chromium); browser test not run")
-
-
 def _browser(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
            "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]  # fmt: skip
@@ -289,8 +278,8 @@ def _browser(binary: str, profile: Path, *args: str) -> subprocess.CompletedProc
     return done
 
 
-def test_headless_chromium_renders_table_charts_and_grid(tmp_path):
-    binary = _chromium()
+def test_headless_chromium_renders_table_charts_and_grid(tmp_path, chromium):
+    binary = chromium
     root = tmp_path / "results"
     make_results(root, datasets=("synthetic",))  # one dataset: the grids fit in 2000 px
     url = write_report(root).resolve().as_uri()

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods.rpkd  # noqa: F401  (registers "rpkd")
-from methods.rpkd import (
+import zsbench.methods.rpkd  # noqa: F401  (registers "rpkd")
+from zsbench.methods.rpkd import (
     Rpkd,
     class_centres,
     contrastive_relation_loss,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from test_cir_bench import TINY_CIR  # one list of tiny CIR overrides
 
-from methods.rtd import LincirRtd, load_phi_checkpoint, refined_batch
-from methods.searle import nt_xent_loss
 from zsbench.errors import ZsbenchError
+from zsbench.methods.rtd import LincirRtd, load_phi_checkpoint, refined_batch
+from zsbench.methods.searle import nt_xent_loss
 
 TRIPLETS = (
     ["a red star", "a blue heart"],
@@ -119,18 +119,7 @@ def test_unknown_base_args_fail_clearly():
 
 
 def test_bench_fast_dev_run(tmp_path, monkeypatch):
-    import zsbench.runner as runner
     from zsbench.cli import main
-
-    if "prepare_from_datamodule" not in open(runner.__file__).read():
-        # the runner's hook for stage 1 (the base's phi on the base's own data), until wired
-        original = runner.cir_train_loader
-
-        def with_stage_one(dm, model):
-            model.prepare_from_datamodule(dm)
-            return original(dm, model)
-
-        monkeypatch.setattr(runner, "cir_train_loader", with_stage_one)
 
     args = [a for o in TINY_CIR for a in ("--set", o)]
     rc = main(

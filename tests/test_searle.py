@@ -8,9 +8,9 @@ import pytest
 import torch
 from test_cir_bench import TINY_CIR  # one list of tiny CIR overrides
 
-import methods.rtd  # noqa: F401  (registers the +rtd variants)
-from methods.searle import Phi, Searle, cosine_embedding_loss, load_phrases
+import zsbench.methods.rtd  # noqa: F401  (registers the +rtd variants)
 from zsbench.errors import ZsbenchError
+from zsbench.methods.searle import Phi, Searle, cosine_embedding_loss, load_phrases
 
 CONCEPTS = ["circle", "square", "red", "blue", "striped"]
 
@@ -82,18 +82,8 @@ def test_one_step_trains_phi_only(model):
 
 @pytest.mark.parametrize("name", ["searle", "searle+rtd", "pic2word+rtd"])
 def test_bench_fast_dev_run(name, tmp_path, monkeypatch):
-    import zsbench.runner as runner
     from zsbench.cli import main
 
-    if "prepare_from_datamodule" not in open(runner.__file__).read():
-        original = runner.cir_train_loader  # stage 1 of +rtd, until the runner calls the hook
-
-        def with_stage_one(dm, model):
-            if hasattr(model, "prepare_from_datamodule"):
-                model.prepare_from_datamodule(dm)
-            return original(dm, model)
-
-        monkeypatch.setattr(runner, "cir_train_loader", with_stage_one)
     args = [a for o in TINY_CIR for a in ("--set", o)]
     extra = ["--set", "model.base_epochs=1"] if name.endswith("+rtd") else []
     rc = main(

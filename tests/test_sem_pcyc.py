@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import methods.sem_pcyc as sp
+import zsbench.methods.sem_pcyc as sp
 from zsbench.cli import main
 from zsbench.errors import ZsbenchError
 
@@ -167,7 +167,7 @@ def test_short_training_lowers_the_generator_losses_and_fits_itq():
 
 
 @pytest.mark.parametrize("name", ["sem-pcyc", "sem-pcyc-binary"])
-def test_bench_fast_dev_run(tmp_path, tiny, name):
+def test_bench_fast_dev_run(tmp_path, tiny, name, wordnet_dir):
     overrides = [x for o in tiny for x in ("--set", o)]
     args = ["bench", "--method", name, "--dataset", "synthetic", "--results-dir", str(tmp_path)]
     args += ["--no-progress", *overrides, "--set", "trainer.fast_dev_run=true"]

@@ -238,18 +238,8 @@ def test_resolve_hf_model_from_cache(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- wordnet
-def _wordnet_dir() -> Path:
-    return Path(os.environ.get("WORDNET_DIR") or "/usr/share/wordnet")
-
-
-@pytest.fixture(scope="module")
-def nltk_data():
-    pytest.importorskip("nltk", reason="nltk not installed")
-    if not (_wordnet_dir() / "data.noun").is_file():
-        pytest.skip(
-            f"no WordNet 3.0 database in {_wordnet_dir()} "
-            "(apt-get install wordnet-base wordnet-sense-index)"
-        )
+@pytest.fixture
+def nltk_data(wordnet_dir):
     from zsbench.semantics import ensure_wordnet
 
     return ensure_wordnet()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-import methods.sketchgcn  # noqa: F401 - registers "sketchgcn"
-from methods.sketchgcn import (
+import zsbench.methods.sketchgcn  # noqa: F401 - registers "sketchgcn"
+from zsbench.methods.sketchgcn import (
     GraphConvolution,
     SketchGCN,
     kl_standard_normal,

@@ -1,4 +1,4 @@
-"""The embedded synthetic ZS-CIR dataset (datamodules.synthetic_cir)."""
+"""The embedded synthetic ZS-CIR dataset (zsbench.datamodules.synthetic_cir)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.synthetic_cir import (
+from zsbench.datamodules.synthetic_cir import (
     ATTRIBUTES,
     caption,
     combos,

@@ -1,4 +1,4 @@
-"""Tests of the embedded synthetic ZS-SBIR generator (datamodules.synthetic_render)."""
+"""Tests of the embedded synthetic ZS-SBIR generator (zsbench.datamodules.synthetic_render)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.synthetic_render import (
+from zsbench.datamodules.synthetic_render import (
     FORMAT_VERSION,
     PATTERNS,
     SHAPES,
@@ -242,7 +242,7 @@ def test_refuses_foreign_folder_and_cleans_stale_partials(tmp_path):
 
 
 def test_interrupted_generation_leaves_nothing_complete(tmp_path, monkeypatch):
-    import datamodules.synthetic_render as sr
+    import zsbench.datamodules.synthetic_render as sr
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt

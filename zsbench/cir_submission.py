@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.cir_readers import CIRSplit, read_circo, read_cirr
+from zsbench.cir_readers import CIRSplit, read_circo, read_cirr
 from zsbench.errors import ZsbenchError
 from zsbench.metrics.cir import CIRCO_KS, CIRR_KS, CIRR_SUBSET_KS
 
@@ -37,7 +38,6 @@ __all__ = [
     "CIRR_SUBSET_TOP_K",
     "CIRR_TOP_K",
     "CIRR_VERSION",
-    "add_arguments",
     "circo_submission",
     "cirr_submissions",
     "read_submission",
@@ -271,23 +271,6 @@ def _dataset_dir(root: Path, dataset: str) -> Path:
     )
 
 
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The ``score-submission`` options (for the CLI's subparser)."""
-    p.add_argument("--dataset", required=True, choices=sorted(_READERS))
-    p.add_argument("--split", default="val", help="split with public targets (default val)")
-    p.add_argument(
-        "--predictions", required=True, nargs="+", help="submission JSON file(s) (CIRR: both)"
-    )
-    p.add_argument(
-        "--data-root",
-        default=os.environ.get("ZSBENCH_DATA"),
-        help="dataset folder, or a folder holding <dataset>/ or cir/<dataset>/ "
-        "(default $ZSBENCH_DATA)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return p
-
-
 def run(args: argparse.Namespace) -> int:
     """Score each predictions file and print the metrics (x100, as the servers report them)."""
     if not args.data_root:
@@ -302,13 +285,12 @@ def run(args: argparse.Namespace) -> int:
         width = max(len(k) for k in metrics)
         print(f"  {'metric':<{width}}  value (%)")
         for k, v in metrics.items():
-            print(f"  {k:<{width}}  {100 * v:8.2f}")
+            print(f"  {k:<{width}}  {100 * v:#9.4g}")  # 4 significant digits, in %
     return 0
 
 
 def score_submission_main(argv: Sequence[str] | None = None) -> int:
     """``zsbench score-submission --dataset {cirr,circo} --split val --predictions FILE ...``."""
-    parser = argparse.ArgumentParser(
-        prog="zsbench score-submission", description="Score a CIRR/CIRCO submission offline."
-    )
-    return run(add_arguments(parser).parse_args(argv))
+    from zsbench.cli import main
+
+    return main(["score-submission", *(sys.argv[1:] if argv is None else argv)])

@@ -1,5 +1,11 @@
 """The `zsbench` command line: methods, datasets, bench, sweep, regress, leaderboard, report,
-evaluate, score-submission."""
+evaluate, score-submission.
+
+Every command imports only what it needs, inside its handler: `zsbench --help`, `methods` and
+`datasets` import neither torch nor any plug-in, `evaluate`, `leaderboard` and
+`score-submission` never import lightning, transformers, wandb or timm
+(benchmarks/cli_startup.py measures it, tests/test_cli_startup.py pins it).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from zsbench.errors import ZsbenchError
+
+# commands whose work runs torch: they honour ZSBENCH_THREADS (set by `zsbench sweep`)
+_TORCH_COMMANDS = {"bench", "sweep", "regress", "evaluate"}
 
 
 def _add_results_dir(p: argparse.ArgumentParser) -> None:
@@ -25,15 +31,15 @@ def _add_results_dir(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from zsbench.registry import DATASETS, METHODS, describe
+    """`zsbench methods` / `datasets`: names, tasks and descriptions, no plug-in imported."""
+    from zsbench.registry import DATASETS, METHODS
 
     registry = METHODS if args.command == "methods" else DATASETS
     names = registry.names()
     width = max(len(n) for n in names)
     for name in names:
-        cls = registry.get(name)
-        extra = f" [{cls.metadata.task}]" if hasattr(cls, "metadata") else f" [{cls.task}]"
-        print(f"{name:<{width}}  {describe(cls)}{extra}")
+        info = registry.info(name)
+        print(f"{name:<{width}}  {info.description} [{info.task}]")
     return 0
 
 
@@ -88,7 +94,7 @@ def _names(values: list[str], registry, task: str | None = None) -> list[str]:
     if names == ["all"]:
         names = registry.names()
         if task is not None:
-            names = [n for n in names if registry.get(n).metadata.task == task]
+            names = [n for n in names if registry.info(n).task == task]
     return names
 
 
@@ -107,7 +113,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
 
     datasets = _names(args.datasets, DATASETS)
-    tasks = {DATASETS.get(d).task for d in datasets}
+    tasks = {DATASETS.info(d).task for d in datasets}
     methods = _names(args.methods, METHODS, task=next(iter(tasks)) if len(tasks) == 1 else None)
     seeds = [int(s) for s in args.seeds]
     if args.emit_wandb:
@@ -147,8 +153,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_array(path: str, what: str) -> np.ndarray:
+def load_array(path: str, what: str):
     """A .npy or .pt file as a numpy array (a .pt may hold a tensor or a 1-entry dict)."""
+    import numpy as np
+    import torch
+
     p = Path(path)
     if not p.exists():
         raise ZsbenchError(f"{what} file {p} does not exist.")
@@ -164,8 +173,10 @@ def load_array(path: str, what: str) -> np.ndarray:
     raise ZsbenchError(f"{what} file {p}: unsupported format {p.suffix!r}; use .npy or .pt.")
 
 
-def labels_to_ids(query: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+def labels_to_ids(query, gallery) -> tuple:
     """Map labels of any type (ints, strings) to shared integer ids."""
+    import numpy as np
+
     classes, inverse = np.unique(
         np.concatenate([query.ravel(), gallery.ravel()]), return_inverse=True
     )
@@ -173,6 +184,9 @@ def labels_to_ids(query: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, n
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
     from zsbench.evaluation import evaluate_sbir, tie_warning
 
     q = load_array(args.query_features, "query features")
@@ -222,6 +236,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"ties={res['spec']['ties']} tie_fraction={res['tie_fraction']:.4f}"
         )
     return 0
+
+
+def _lazy(module: str, function: str):
+    """A handler that imports `module` only when its command runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(args)
+
+    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,26 +301,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results_dir(p)
     p.set_defaults(func=cmd_leaderboard)
 
-    from zsbench import regress
-
     p = sub.add_parser("regress", help="every method on small subsets vs the committed baseline")
-    regress.add_arguments(p)
-    p.set_defaults(func=regress.regress_main)
-
-    from zsbench.report import add_report_arguments, cmd_report
+    p.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
+    p.add_argument("--datasets", nargs="*", default=None, help="default: those in the config")
+    p.add_argument("--config", default=None, help="default: benchmarks/regression/config.yaml")
+    p.add_argument("--baseline", default=None, help="default: benchmarks/regression/baseline.csv")
+    p.add_argument("--update", action="store_true", help="rewrite the baseline rows measured")
+    p.add_argument("--results-dir", default=None, help="scratch results (default: a temp dir)")
+    p.add_argument("--verbose", action="store_true", help="print every check, not only problems")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_lazy("zsbench.regress", "regress_main"))
 
     p = sub.add_parser("report", help="write a static HTML dashboard (report.html) of the results")
-    add_report_arguments(p)
-    p.set_defaults(func=cmd_report)
-
-    from zsbench import cir_submission
+    _add_results_dir(p)
+    p.add_argument("--output", default=None, help="HTML file (default: <results-dir>/report.html)")
+    p.set_defaults(func=_lazy("zsbench.report", "cmd_report"))
 
     p = sub.add_parser(
         "score-submission",
         help="score a CIRR/CIRCO test-server submission file offline against val annotations",
     )
-    cir_submission.add_arguments(p)
-    p.set_defaults(func=cir_submission.run)
+    p.add_argument("--dataset", required=True, choices=["circo", "cirr"])
+    p.add_argument("--split", default="val", help="split with public targets (default val)")
+    p.add_argument(
+        "--predictions", required=True, nargs="+", help="submission JSON file(s) (CIRR: both)"
+    )
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("ZSBENCH_DATA"),
+        help="dataset folder, or a folder holding <dataset>/ or cir/<dataset>/ "
+        "(default $ZSBENCH_DATA)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_lazy("zsbench.cir_submission", "run"))
 
     p = sub.add_parser("evaluate", help="score features computed elsewhere (.npy or .pt)")
     p.add_argument("--query-features", required=True)
@@ -318,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if os.environ.get("ZSBENCH_THREADS"):  # set by `zsbench sweep` for its workers
+    if os.environ.get("ZSBENCH_THREADS") and args.command in _TORCH_COMMANDS:
+        import torch  # set by `zsbench sweep` for its workers
+
         torch.set_num_threads(int(os.environ["ZSBENCH_THREADS"]))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)

@@ -27,6 +27,11 @@ from zsbench.errors import ZsbenchError, did_you_mean
 
 SECTIONS = ("model", "dataset", "trainer", "eval")
 
+# method __init__ arguments the runner provides from the datamodule (never set in YAML or --set).
+# `class_embeddings`: {source: float array [num_classes, dim]} for the seen classes, computed by
+# zsbench.semantics from the sources named in the method's `semantics` argument.
+DATA_PROVIDED = ("num_classes", "seen_class_names", "feature_dim", "class_embeddings")
+
 
 @dataclasses.dataclass
 class TrainerConfig:
@@ -58,9 +63,14 @@ class EvalConfig:
 
 
 def configs_dir() -> Path:
-    """The configs/ folder: ZSBENCH_CONFIGS, or the one next to the installed packages."""
+    """The configs/ folder: ZSBENCH_CONFIGS, else the repository's configs/ (a source checkout,
+    editable install), else the copy installed inside the package (`zsbench/configs`)."""
     env = os.environ.get("ZSBENCH_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    repo = here.parent / "configs"
+    return repo if (repo / "methods").is_dir() else here / "configs"
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

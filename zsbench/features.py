@@ -1,9 +1,16 @@
-"""Backbone features, extracted once per (dataset, items, backbone, weights sha256, transform).
+"""Backbone features, extracted once per (dataset, items, backbone, weights sha256, transform,
+compute settings).
 
 Frozen-backbone methods train on these. Features live as .npy files under
 `<cache>/features/<key>/` and are opened memory-mapped; the key hashes every part that changes
-them, so a change of any part extracts anew. Two runs extracting the same key at once are
-serialised by a file lock, and a file only appears under its final name once complete.
+them (the compute settings too: memory layout, autocast and device type change the last bits),
+so a change of any part extracts anew and features computed differently never mix. Two runs
+extracting the same key at once are serialised by a file lock, and a file only appears under
+its final name once complete.
+
+Extraction runs at the backbone's speed: `channels_last` and inference mode, bf16 autocast on
+CUDA, decoding in DataLoader workers overlapped with the forward passes (pinned memory on
+CUDA). benchmarks/features.py compares it with the forward pass alone.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock
-from tqdm.auto import tqdm
 
 from zsbench.backbones import BackboneInfo, create_backbone
+from zsbench.progress import progress as progress_bar
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: compute settings in the key (format-1 features were contiguous fp32)
 
 
 def cache_dir() -> Path:
@@ -30,7 +37,17 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "zsbench"
 
 
-def feature_key(dm, info: BackboneInfo) -> str:
+def compute_settings(device: torch.device) -> dict:
+    """How features are computed on `device`; part of the cache key."""
+    cuda = device.type == "cuda"
+    return {
+        "device": device.type,
+        "memory_format": "channels_last",
+        "autocast": "bfloat16" if cuda else None,
+    }
+
+
+def feature_key(dm, info: BackboneInfo, device: torch.device | None = None) -> str:
     parts = {
         "format": CACHE_FORMAT,
         "dataset": getattr(dm, "registry_name", type(dm).__name__),
@@ -38,17 +55,55 @@ def feature_key(dm, info: BackboneInfo) -> str:
         "backbone": info.name,
         "weights_sha256": info.weights_sha256 or "random",
         "transform": dm.transform_id(),
+        "compute": compute_settings(device or torch.device("cpu")),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-@torch.no_grad()
+def extraction_workers(configured: int = 0, cores: int | None = None) -> int:
+    """DataLoader workers that decode while the backbone computes: the configured number, else
+    one per four cores (at least one), so that decoding keeps up without starving the forward
+    pass of threads (2 cores: 1 worker)."""
+    if configured and configured > 0:
+        return int(configured)
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+    return max(1, min(8, cores // 4))
+
+
+def extraction_loader(dm, device: torch.device):
+    """Every item once, in `items` order, decoded in worker processes (pinned on CUDA)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dm.all_items_dataset(),
+        batch_size=dm.eval_batch_size,
+        shuffle=False,
+        num_workers=extraction_workers(dm.num_workers),
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4,
+        persistent_workers=False,
+    )
+
+
+def prepare_backbone(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    return model.to(device).eval().to(memory_format=torch.channels_last)
+
+
+def forward(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One batch through the backbone as extraction computes it (see compute_settings)."""
+    x = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return model(x).float()
+
+
+@torch.inference_mode()
 def _extract(model, dm, device: torch.device, progress: bool) -> np.ndarray:
-    model = model.to(device).eval()
+    model = prepare_backbone(model, device)
     rows = []
-    loader = dm.all_items_dataloader()
-    for batch in tqdm(loader, desc="extracting features", disable=not progress, unit="batch"):
-        rows.append(model(batch["image"].to(device)).float().cpu().numpy())
+    loader = extraction_loader(dm, device)
+    for batch in progress_bar(loader, desc="extracting features", unit="batch", enabled=progress):
+        rows.append(forward(model, batch["image"], device).cpu().numpy())
     return np.concatenate(rows)
 
 
@@ -66,7 +121,8 @@ def cached_features(
     """
     model, info = create_backbone(backbone, weights)
     dm.set_normalization(info.mean, info.std)
-    key = feature_key(dm, info)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    key = feature_key(dm, info, dev)
     folder = (root or cache_dir()) / "features" / key
     target = folder / "features.npy"
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,7 +130,6 @@ def cached_features(
     with FileLock(str(folder / ".lock")):
         hit = target.exists()
         if not hit:
-            dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             feats = _extract(model, dm, dev, progress)
             tmp = folder / f"features.{os.getpid()}.tmp.npy"
             np.save(tmp, feats)
@@ -83,6 +138,7 @@ def cached_features(
                 "backbone": info.to_dict(),
                 "n_items": len(dm.items),
                 "transform": dm.transform_id(),
+                "compute": compute_settings(dev),
                 "shape": list(feats.shape),
             }
             (folder / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -85,8 +85,14 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
     return df.drop(columns="_main").reset_index(drop=True)
 
 
+def _sig4(x: float) -> str:
+    """4 significant digits (0.6585, 0.01987, 1.000): a regression check can read the change."""
+    return f"{x:#.4g}"
+
+
 def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
-    """Markdown table with `mean ± std` cells for the main metrics."""
+    """Markdown table with `mean ± std` cells (4 significant digits; metrics are fractions in
+    [0, 1], as the result files store them) for the main metrics."""
     if df.empty:
         return "(no results yet)"
     metrics = [c for c in df.columns if c in PREFERRED or ("@" in c and not c.endswith(" std"))]
@@ -102,7 +108,7 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
     for m in metrics:
         mean, std = df[m], df[f"{m} std"]
         out[m] = [
-            "" if pd.isna(a) else (f"{a:.4f}" if pd.isna(b) else f"{a:.4f} ± {b:.4f}")
+            "" if pd.isna(a) else (_sig4(a) if pd.isna(b) else f"{_sig4(a)} ± {_sig4(b)}")
             for a, b in zip(mean, std)
         ]
     if "notes" in df and df["notes"].fillna("").astype(bool).any():

@@ -25,7 +25,7 @@ def _imagenet1k() -> tuple[frozenset[str], dict[str, str]]:
     """ImageNet-1k synset ids and a lemma -> description map (from timm's bundled class info)."""
     from timm.data import ImageNetInfo
 
-    from datamodules.split_manifests import class_key
+    from zsbench.splits import class_key
 
     info = ImageNetInfo()
     lemmas: dict[str, str] = {}
@@ -44,7 +44,7 @@ def imagenet_overlap(unseen: dict[str, set[str]], pretrained_on: str | None) -> 
     """`unseen`: class name -> WordNet ids of its photos (empty set when unknown)."""
     if pretrained_on != "imagenet-1k":
         return None
-    from datamodules.split_manifests import class_key
+    from zsbench.splits import class_key
 
     wnids, lemmas = _imagenet1k()
     by_name = {c: lemmas[class_key(c)] for c in unseen if class_key(c) in lemmas}

@@ -218,6 +218,8 @@ def read_baseline(path: Path) -> pd.DataFrame:
 
 def regress_main(args) -> int:
     """`zsbench regress`: run, compare, print a table; 1 when anything regressed or failed."""
+    args.config = args.config or os.fspath(REGRESSION_DIR / "config.yaml")
+    args.baseline = args.baseline or os.fspath(REGRESSION_DIR / "baseline.csv")
     config = RegressConfig.load(Path(args.config))
     measured = run_checks(
         config, args.methods or None, args.datasets or None, args.results_dir, not args.quiet
@@ -236,14 +238,3 @@ def regress_main(args) -> int:
     n_ok = int((table["status"] == "ok").sum())
     print(f"\nregress: {n_ok} ok, {len(bad)} regressed or failed, {len(table)} checks")
     return 1 if len(bad) else 0
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
-    p.add_argument("--datasets", nargs="*", default=None, help="default: those in the config")
-    p.add_argument("--config", default=os.fspath(REGRESSION_DIR / "config.yaml"))
-    p.add_argument("--baseline", default=os.fspath(REGRESSION_DIR / "baseline.csv"))
-    p.add_argument("--update", action="store_true", help="rewrite the baseline rows measured")
-    p.add_argument("--results-dir", default=None, help="scratch results (default: a temp dir)")
-    p.add_argument("--verbose", action="store_true", help="print every check, not only problems")
-    p.add_argument("--quiet", action="store_true")

@@ -72,15 +72,6 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
     return out
 
 
-def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--results-dir",
-        default=None,
-        help="folder of result JSONs (default: $ZSBENCH_RESULTS or results/)",
-    )
-    p.add_argument("--output", default=None, help="HTML file (default: <results-dir>/report.html)")
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     path = write_report(resolve_results_dir(args.results_dir), args.output)
     print(f"Wrote {path}")
@@ -89,15 +80,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def report_main(argv: list[str] | None = None) -> int:
     """`zsbench report [--results-dir DIR] [--output FILE]`; exit 2 with the fix on user error."""
-    p = argparse.ArgumentParser(
-        prog="zsbench report", description="write a static HTML dashboard of the results"
-    )
-    add_report_arguments(p)
-    try:
-        return cmd_report(p.parse_args(argv))
-    except ZsbenchError as err:
-        print(f"zsbench: error: {err}", file=sys.stderr)
-        return 2
+    from zsbench.cli import main
+
+    return main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 # ---------------------------------------------------------------- loading

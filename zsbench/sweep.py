@@ -133,8 +133,7 @@ def run_sweep(
     log_dir: Path | None = None,
 ) -> list[CellOutcome]:
     """Run `cells` (already filtered by `pending`) with `jobs` worker processes."""
-    from tqdm.auto import tqdm
-
+    from zsbench.progress import progress as progress_bar
     from zsbench.results import results_dir
 
     if jobs < 1:
@@ -148,7 +147,7 @@ def run_sweep(
     attempts: dict[Cell, int] = {}
     running: dict[subprocess.Popen, tuple[Cell, float, Path]] = {}
     outcomes: list[CellOutcome] = []
-    bar = tqdm(total=len(cells), desc="sweep", unit="cell", disable=not progress)
+    bar = progress_bar(total=len(cells), desc="sweep", unit="cell", enabled=progress)
     try:
         while queue or running:
             while queue and len(running) < jobs:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+import zsbench.metrics.ranking as ranking
 from zsbench.errors import unknown_name
-from zsbench.metrics import ranking
 
 METRICS_VERSION = "2.0"  # 2.0: paper specs take the expected value over tie orders
 

@@ -1,0 +1,209 @@
+"""The architecture holds: imports run one way (the core never imports a plug-in), no import
+cycles, plug-ins are found by entry points (a third-party package adds a method without
+touching zsbench), and light commands import nothing heavy."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# source folder -> installed package (pyproject's package-dir mapping)
+PACKAGES = {
+    "zsbench": "zsbench",
+    "methods": "zsbench.methods",
+    "datamodules": "zsbench.datamodules",
+}
+PLUGINS = ("zsbench.methods", "zsbench.datamodules")
+HEAVY = ("lightning", "transformers", "wandb", "timm")
+
+
+def project_modules() -> dict[str, Path]:
+    mods = {}
+    for folder, package in PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = [p for p in path.relative_to(ROOT / folder).with_suffix("").parts]
+            parts = [p for p in parts if p != "__init__"]
+            mods[".".join([package, *parts])] = path
+    return mods
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> project modules it imports (anywhere in the file, lazy imports included)."""
+    mods = project_modules()
+    graph = {}
+    for name, path in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    deps.add(sub if sub in mods else node.module)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def test_core_never_imports_a_plugin():
+    graph = import_graph()
+    bad = [
+        (a, b)
+        for a, deps in graph.items()
+        for b in deps
+        if not a.startswith(PLUGINS) and b.startswith(PLUGINS)
+    ]
+    assert not bad, f"core modules import plug-ins (move what they need into the core): {bad}"
+    # and the plug-in folders are imported under their installed names only
+    for path in [*ROOT.glob("zsbench/**/*.py"), *ROOT.glob("methods/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for n in names:
+                assert n.split(".")[0] not in ("methods", "datamodules"), (path, n)
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def _python(code: str, env: dict | None = None, cwd: Path | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd or ROOT,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _modules_after(argv: list[str], env: dict | None = None) -> set[str]:
+    out = _python(
+        f"""
+        import json, sys
+        from zsbench.cli import main
+        try:
+            main({argv!r})
+        except SystemExit:
+            pass
+        print("MODULES=" + json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
+        """,
+        env,
+    )
+    return set(json.loads(out.split("MODULES=")[-1]))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["methods"], ["datasets"]])
+def test_listing_commands_import_neither_torch_nor_plugins(argv):
+    loaded = _modules_after(argv)
+    assert not loaded & {"torch", "numpy", "pandas", *HEAVY}, sorted(loaded)
+
+
+def test_compute_commands_import_nothing_heavy(tmp_path, shared_data):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, shape in (("q", (20, 8)), ("g", (50, 8))):
+        np.save(tmp_path / f"{name}.npy", rng.normal(size=shape).astype(np.float32))
+        np.save(tmp_path / f"{name}l.npy", rng.integers(0, 3, shape[0]))
+        files[name] = str(tmp_path / f"{name}.npy")
+        files[name + "l"] = str(tmp_path / f"{name}l.npy")
+    evaluate = ["evaluate", "--query-features", files["q"], "--query-labels", files["ql"]]
+    evaluate += ["--gallery-features", files["g"], "--gallery-labels", files["gl"]]
+    submission = tmp_path / "s.json"
+    submission.write_text(json.dumps({}))
+    for argv in (
+        evaluate,
+        ["leaderboard", "--results-dir", str(tmp_path / "results")],
+        ["score-submission", "--dataset", "circo", "--predictions", str(submission)],
+    ):
+        loaded = _modules_after(argv, {"ZSBENCH_DATA": str(shared_data)})
+        assert not loaded & set(HEAVY), (argv[0], sorted(loaded & set(HEAVY)))
+
+
+THIRD_PARTY = '''
+"""A method from another package: a frozen backbone under a new name."""
+
+from zsbench.methods.frozen import Frozen
+
+
+class TinyThird(Frozen):
+    """Third-party test method: the frozen baseline, declared by an entry point."""
+'''
+
+
+def test_a_third_party_method_is_found_by_its_entry_point(tmp_path, tiny):
+    """A package outside this repository declares `zsbench.methods` in its metadata; zsbench
+    lists it, runs it and writes its result with no change to zsbench."""
+    site = tmp_path / "site"
+    dist = site / "tinythird-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (site / "tinythird.py").write_text(THIRD_PARTY)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tinythird\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[zsbench.methods]\ntiny-third = tinythird:TinyThird\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    listing = subprocess.run(
+        [sys.executable, "-m", "zsbench.cli", "methods"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "tiny-third" in listing.stdout and "Third-party test method" in listing.stdout
+    results = tmp_path / "results"
+    args = ["bench", "--method", "tiny-third", "--results-dir", str(results), "--no-progress"]
+    for o in tiny:
+        args += ["--set", o]
+    done = subprocess.run(
+        [sys.executable, "-m", "zsbench.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(next(results.rglob("tiny-third/seed0.json")).read_text())
+    assert record["method"] == "tiny-third" and record["metrics"]["mAP@all"] > 0

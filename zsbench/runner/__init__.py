@@ -1,0 +1,128 @@
+"""One benchmark run: train a method on seen classes, evaluate on unseen, write the result.
+
+`bench()` is what `zsbench bench` and `make bench` call. Its steps, in order: resolve the config,
+set up the data (seen/unseen split), skip if the result exists, seed, extract or reuse backbone
+features, build the method, train it on seen classes (Lightning), embed unseen queries and
+gallery, score them with `zsbench.evaluation`, write one result JSON atomically and rebuild the
+leaderboard.
+
+Modules: `common` (the lifecycle both tasks share: plan, seeding, trainer, loggers, the result
+record and its publication), `sbir` and `cir` (each task's training, embedding and scoring).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from zsbench.config import DATA_PROVIDED, resolve_config
+from zsbench.errors import ZsbenchError
+from zsbench.evaluation import tie_warning
+from zsbench.registry import DATASETS, METHODS
+from zsbench.results import result_path, results_dir
+from zsbench.runner.cir import cir_chance, run_cir
+from zsbench.runner.common import BenchOutcome, RunPlan, _launched_rank
+from zsbench.runner.sbir import TrainedRun, embed_partition, run_sbir, train_sbir
+
+__all__ = [
+    "BenchOutcome",
+    "RunPlan",
+    "TrainedRun",
+    "bench",
+    "cir_chance",
+    "describe_config",
+    "embed_partition",
+    "plan_run",
+    "summarize",
+    "train_sbir",
+]
+
+
+def bench(
+    method: str,
+    dataset: str,
+    seed: int = 0,
+    overrides: list[str] | tuple[str, ...] = (),
+    results: str | Path | None = None,
+    overwrite: bool = False,
+    wandb: bool = False,
+    progress: bool = True,
+) -> BenchOutcome:
+    """Run `method` on `dataset` with `seed`; see the module docstring."""
+    if seed is None or int(seed) < 0:
+        raise ZsbenchError(f"seed must be a non-negative integer, got {seed!r}.")
+    seed = int(seed)
+    t_start = time.perf_counter()
+    plan = plan_run(method, dataset, seed, overrides, results)
+    if _launched_rank() != 0:  # a DDP worker process Lightning started: rank 0 holds the lock
+        return _run(plan, method, dataset, seed, wandb, progress, t_start)
+    # one run per result at a time: a second process (another sweep worker, a restarted sweep
+    # while an orphaned worker finishes) waits here, then finds the result and skips
+    with FileLock(str(plan.path.with_name(f".{plan.path.name}.lock"))):
+        if plan.path.exists() and not overwrite:
+            return BenchOutcome(plan.path, skipped=True)
+        return _run(plan, method, dataset, seed, wandb, progress, t_start)
+
+
+def plan_run(
+    method: str,
+    dataset: str,
+    seed: int,
+    overrides: list[str] | tuple[str, ...] = (),
+    results: str | Path | None = None,
+    dm_cache: dict | None = None,
+) -> RunPlan:
+    """Resolve the config and the split of one cell. `dm_cache`: a dict the caller keeps to set
+    up each distinct dataset config once (the sweep plans many cells of one dataset)."""
+    method_cls, dataset_cls = METHODS.get(method), DATASETS.get(dataset)
+    meta = method_cls.metadata
+    if meta.task != dataset_cls.task:
+        raise ZsbenchError(
+            f"Method {method!r} is a {meta.task} method but dataset {dataset!r} is a "
+            f"{dataset_cls.task} dataset."
+        )
+    cfg = resolve_config(method_cls, dataset_cls, method, dataset, overrides, DATA_PROVIDED)
+    root = results_dir(results)
+    key = (dataset, json.dumps(cfg["dataset"], sort_keys=True, default=str))
+    dm = (dm_cache or {}).get(key)
+    if dm is None:
+        dm = dataset_cls(**cfg["dataset"])
+        dm.setup()
+        if dm_cache is not None:
+            dm_cache[key] = dm
+    path = result_path(root, meta.task, dataset, dm.split.name, method, int(seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return RunPlan(meta, method_cls, cfg, dm, path, root)
+
+
+def summarize(record: dict) -> str:
+    """Two lines for the terminal: main metrics and the chance level beside them."""
+    from zsbench.leaderboard import metric_order
+
+    m, c = record["metrics"], record.get("chance", {})
+    if record.get("task") == "cir":  # FashionIQ: the category means, not each category
+        keys = [k for k in metric_order(set(m)) if "/" not in k or k.startswith("mean/")][:6]
+    else:
+        keys = [k for k in ("mAP@all", "P@100", "mAP@200", "P@200") if k in m]
+    main = "  ".join(f"{k}={m[k]:.4f}" for k in keys)
+    chance = "  ".join(f"{k}={c[k]:.4f}" for k in keys if k in c)
+    text = (
+        f"{record['method']} on {record['dataset']}/{record['split']} seed {record['seed']}: "
+        f"{main}\n  random ranking (expected): {chance}"
+    )
+    note = tie_warning(record.get("tie_fraction", 0.0), record["spec"].get("ties", "expected"))
+    return text + (f"\n  warning: {note}" if note else "")
+
+
+def describe_config(record: dict) -> str:
+    return json.dumps(record["config"], indent=2, default=str)
+
+
+def _run(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
+) -> BenchOutcome:
+    run = run_cir if plan.meta.task == "cir" else run_sbir
+    return run(plan, method, dataset, seed, wandb, progress, t_start)

@@ -1,0 +1,198 @@
+"""The ZS-CIR run: train on what the method's `train_on` names (images, captions, text
+triplets), embed each evaluation group of the dataset, score it with zsbench.metrics.cir."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from zsbench.errors import ZsbenchError
+from zsbench.results import extras_path, write_json_atomic
+from zsbench.runner.common import (
+    BenchOutcome,
+    RunPlan,
+    _distributed,
+    _loggers,
+    _prepare_run,
+    _seeded_model,
+    _trainer,
+    build_record,
+    publish,
+    wandb_requested,
+)
+
+
+def cir_train_loader(dm, model):
+    """The CIR training batches the method asks for (`train_on`, see zsbench.datamodules.cir)."""
+    loaders = {
+        "images": dm.image_train_dataloader,
+        "captions": dm.caption_train_dataloader,
+        "text_triplets": dm.triplet_train_dataloader,
+    }
+    if model.train_on not in loaders:
+        raise ZsbenchError(
+            f"{type(model).__name__} trains (metadata.trains) but train_on={model.train_on!r}; "
+            f"one of {', '.join(loaders)}."
+        )
+    return loaders[model.train_on]()
+
+
+def cir_chance(labels, n_gallery: int) -> dict[str, float]:
+    """Expected metrics of a uniformly random ranking (exact, per query, then averaged).
+
+    R@k: min(k, n) / n over the n candidates (CIRR: the gallery minus the reference);
+    R_subset@k the same over the image set minus the reference; CIRCO's AP@k with m ground
+    truths: sum_{r <= k} (m / n) (1 + (m - 1)(r - 1) / (n - 1)) / r, divided by min(m, k).
+    """
+    from zsbench.metrics.cir import CIRCO_KS, CIRR_KS, CIRR_SUBSET_KS, FASHIONIQ_KS
+
+    ref_in = (labels.reference >= 0).to(torch.float64)
+    n = torch.full_like(ref_in, float(n_gallery))
+    if labels.protocol == "cirr":
+        n = n - ref_in
+    ks = {"cirr": CIRR_KS, "circo": CIRCO_KS, "fashioniq": FASHIONIQ_KS}[labels.protocol]
+    out = {f"R@{k}": float((n.clamp(max=k) / n).mean()) for k in ks}
+    if labels.protocol == "cirr":
+        m = labels.members
+        valid = (m >= 0) & (m != labels.reference[:, None])
+        s = valid.sum(1).to(torch.float64)
+        out.update({f"R_subset@{k}": float((s.clamp(max=k) / s).mean()) for k in CIRR_SUBSET_KS})
+    if labels.protocol == "circo":
+        m = (labels.gt >= 0).sum(1).to(torch.float64)
+        for k in CIRCO_KS:
+            r = torch.arange(1, k + 1, dtype=torch.float64)[None]
+            prec = (1 + (m[:, None] - 1) * (r - 1) / (n[:, None] - 1).clamp(min=1)) / r
+            ap = (m[:, None] / n[:, None] * prec * (r <= n[:, None])).sum(1) / m.clamp(max=k)
+            out[f"mAP@{k}"] = float(ap.mean())
+    return out
+
+
+def cir_examples(scores, labels, data, n_examples: int = 5, top_k: int = 10) -> list[dict]:
+    """Report examples: the first `n_examples` queries with their top-k gallery images
+    (reference removed under CIRR's protocol), each flagged correct when it is a ground truth."""
+    examples = []
+    for qi in range(min(n_examples, len(data.queries))):
+        q = data.queries[qi]
+        row = scores[qi].clone()
+        if labels.protocol == "cirr" and int(labels.reference[qi]) >= 0:
+            row[int(labels.reference[qi])] = float("-inf")
+        relevant = set(q.targets)
+        top = torch.argsort(row, descending=True, stable=True)[:top_k].tolist()
+        text = " / ".join(q.captions)
+        examples.append(
+            {
+                "query": str(data.image_path(q.reference)),
+                "label": text,
+                "top": [
+                    {
+                        "path": str(data.image_path(data.gallery[gi])),
+                        "label": data.gallery[gi],
+                        "correct": data.gallery[gi] in relevant,
+                        "score": float(row[gi]),
+                    }
+                    for gi in top
+                ],
+            }
+        )
+    return examples
+
+
+def _embed_group(model, dm, group):
+    """Query and gallery embeddings of one evaluation group, checked to be in dataset order."""
+    out = []
+    for side, loader in (
+        ("query", dm.query_dataloader(group)),
+        ("gallery", dm.gallery_dataloader(group)),
+    ):
+        z, index = model.embed(loader, side)
+        if not torch.equal(index, torch.arange(len(z))):
+            raise ZsbenchError(f"{side} embeddings came back out of dataset order.")
+        out.append(z)
+    return out
+
+
+def run_cir(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
+) -> BenchOutcome:
+    """The ZS-CIR run: train on what `train_on` names, embed each evaluation group, score it
+    with zsbench.metrics.cir (FashionIQ: per category, then the mean), write the result."""
+    from zsbench.evaluation import similarity_matrix
+    from zsbench.metrics.cir import cir_metrics, fashioniq_mean
+
+    meta, cfg, dm, path, root = plan.meta, plan.cfg, plan.dm, plan.path, plan.root
+    tcfg = cfg["trainer"]
+    device = _prepare_run(dm, tcfg)
+
+    model = _seeded_model(plan.method_cls, seed, **cfg["model"])
+    info = model.backbone_info
+    dm.set_normalization(info.mean, info.std)
+    run_name = f"{meta.task}/{dataset}/{dm.split.name}/{method}"
+    loggers = _loggers(root, run_name, seed, cfg, wandb_requested(wandb))
+    timings: dict[str, float | bool] = {}
+    t0 = time.perf_counter()
+    train_items = None
+    if meta.trains:
+        if hasattr(model, "prepare_from_datamodule"):  # e.g. RTD: stage 1 trains its base's phi
+            model.prepare_from_datamodule(dm)
+        train = cir_train_loader(dm, model)
+        train_items = len(train.dataset)
+        _trainer(tcfg, loggers, progress).fit(model, train_dataloaders=train)
+    timings["train_s"] = time.perf_counter() - t0
+    rank, world = _distributed()
+    if rank != 0:  # DDP: rank 0 embeds and scores everything (CIR sets are small)
+        return BenchOutcome(path, skipped=False, record=None)
+
+    model.to(device)
+    per_group, chance, extras = {}, {}, []
+    n_q = n_g = 0
+    timings["encode_s"] = timings["rank_s"] = 0.0
+    for group in dm.groups:
+        t0 = time.perf_counter()
+        q, g = _embed_group(model, dm, group)
+        timings["encode_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = similarity_matrix(q.to(device), g.to(device), model.similarity).cpu()
+        labels = dm.labels(group)
+        chunk = cfg["eval"]["chunk_size"] or 256
+        per_group[group.name or "all"] = cir_metrics(scores, labels, chunk_size=chunk)
+        timings["rank_s"] += time.perf_counter() - t0
+        chance[group.name or "all"] = cir_chance(labels, len(g))
+        extras += cir_examples(scores, labels, group.data, n_examples=max(1, 5 // len(dm.groups)))
+        n_q, n_g = n_q + len(q), n_g + len(g)
+    if dm.protocol == "fashioniq":
+        metrics, chance = fashioniq_mean(per_group), fashioniq_mean(chance)
+    else:
+        (metrics,), (chance,) = per_group.values(), chance.values()
+    timings["total_s"] = time.perf_counter() - t_start
+    timings["encode_items_per_s"] = 2 * n_q / max(timings["encode_s"], 1e-9)
+
+    ev = {
+        "metrics": metrics,
+        "spec": {
+            "name": dm.protocol,
+            "definition": "zsbench.metrics.cir (docs/cir.md); ties ranked pessimistically",
+        },
+        "n_queries": n_q,
+        "n_gallery": n_g,
+        "n_queries_without_positive": 0,
+    }
+    record = build_record(
+        plan,
+        method,
+        dataset,
+        seed,
+        ev=ev,
+        chance=chance,
+        device=device,
+        backbone=info.to_dict(),
+        timings=timings,
+        loggers=loggers,
+        per_class=None,
+        per_group=per_group,
+        n_train_items=train_items,
+        side_information=None,
+        leakage=None,
+    )
+    write_json_atomic(extras_path(path), {"examples": extras})
+    return publish(path, record, loggers, root)

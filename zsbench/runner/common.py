@@ -1,0 +1,187 @@
+"""The run lifecycle both tasks share: the plan of a cell, devices and DDP ranks, the seeded
+method, Lightning trainer and loggers, the result record and its publication (result JSON,
+W&B summary, leaderboard)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from zsbench.leaderboard import update_leaderboard
+from zsbench.progress import lightning_progress
+from zsbench.provenance import provenance
+from zsbench.results import SCHEMA_VERSION, write_json_atomic
+
+
+@dataclasses.dataclass
+class BenchOutcome:
+    path: Path
+    skipped: bool
+    record: dict | None = None
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What a run will do and where its result goes (config resolved, data set up)."""
+
+    meta: object
+    method_cls: type
+    cfg: dict
+    dm: object
+    path: Path
+    root: Path
+
+
+def wandb_requested(flag: bool) -> bool:
+    """--wandb, or WANDB_MODE set in the environment (e.g. WANDB_MODE=offline)."""
+    return flag or bool(os.environ.get("WANDB_MODE"))
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _loggers(root: Path, name: str, seed: int, cfg: dict, use_wandb: bool) -> list:
+    from lightning.pytorch.loggers import CSVLogger
+
+    # one log folder per attempt: an --overwrite run never deletes the curves of the result
+    # it may or may not replace
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    loggers = [CSVLogger(save_dir=str(root / "logs"), name=name, version=f"seed{seed}-{stamp}")]
+    if use_wandb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(
+            WandbLogger(
+                project=os.environ.get("WANDB_PROJECT", "zsbench"),
+                name=f"{name.replace('/', '-')}-seed{seed}",
+                save_dir=str(root),
+                config=cfg,
+            )
+        )
+    return loggers
+
+
+def _trainer(tcfg: dict, loggers: list, progress: bool) -> L.Trainer:
+    bar, callbacks = lightning_progress(progress)  # a bar on a TTY, whole lines in a log
+    return L.Trainer(
+        max_epochs=tcfg["max_epochs"],
+        accelerator=tcfg["accelerator"],
+        devices=tcfg["devices"],
+        precision=tcfg["precision"],
+        gradient_clip_val=tcfg["gradient_clip_val"],
+        limit_train_batches=tcfg["limit_train_batches"],
+        log_every_n_steps=tcfg["log_every_n_steps"],
+        fast_dev_run=tcfg["fast_dev_run"],
+        logger=loggers,
+        enable_checkpointing=False,
+        enable_progress_bar=bar,
+        callbacks=callbacks,
+        enable_model_summary=False,
+    )
+
+
+def _launched_rank() -> int:
+    """Global rank of this process when Lightning (or SLURM/torchrun) launched it, else 0."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _prepare_run(dm, tcfg: dict) -> torch.device:
+    """Loader sizes from the trainer config; returns the device to use."""
+    # trainer.batch_size is the global batch: each of N DDP processes loads batch_size / N
+    dm.batch_size = max(1, tcfg["batch_size"] // _planned_world_size(tcfg))
+    dm.eval_batch_size = tcfg["eval_batch_size"]
+    dm.num_workers = tcfg["num_workers"]
+    return _device(tcfg["accelerator"])
+
+
+def _seeded_model(method_cls, seed: int, **kwargs):
+    """The method built right after seeding: whatever ran before (feature extraction on a
+    cache miss draws from the global RNG through its DataLoader) cannot change the result."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    return method_cls(**kwargs)
+
+
+def _planned_world_size(tcfg: dict) -> int:
+    """Processes a DDP run will start (devices x nodes) when that is known up front, else 1."""
+    devices = tcfg["devices"]
+    if "ddp" not in str(tcfg["strategy"]):
+        return 1
+    n = len(devices) if isinstance(devices, (list, tuple)) else devices
+    return int(n) * int(tcfg["num_nodes"]) if isinstance(n, int) and n > 0 else 1
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def publish(path: Path, record: dict, loggers: list, root: Path) -> BenchOutcome:
+    """Write the result (after its extras), send the final metrics to W&B next to the training
+    curves, rebuild the leaderboard."""
+    write_json_atomic(path, record)
+    metrics = {f"test/{k}": v for k, v in record["metrics"].items()}
+    for logger in loggers[1:]:
+        logger.log_metrics(metrics)
+        logger.experiment.summary.update(metrics)
+        logger.experiment.finish()
+    update_leaderboard(root)
+    return BenchOutcome(path, skipped=False, record=record)
+
+
+def build_record(
+    plan: RunPlan,
+    method: str,
+    dataset: str,
+    seed: int,
+    *,
+    ev: dict,
+    chance: dict,
+    device: torch.device,
+    backbone: dict | None,
+    timings: dict,
+    loggers: list,
+    **task_fields,
+) -> dict:
+    """The result record both tasks write: identity, metrics (`ev`: metrics, spec, n_queries,
+    n_gallery, n_queries_without_positive), provenance and timings, plus the task's own
+    fields (`task_fields`)."""
+    cfg, dm = plan.cfg, plan.dm
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": plan.meta.task,
+        "dataset": dataset,
+        "split": dm.split.name,
+        "method": method,
+        "seed": seed,
+        "status": "fast_dev_run" if cfg["trainer"]["fast_dev_run"] else "ok",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": ev["metrics"],
+        "chance": chance,
+        "spec": ev["spec"],
+        "n_queries": ev["n_queries"],
+        "n_gallery": ev["n_gallery"],
+        "n_queries_without_positive": ev["n_queries_without_positive"],
+        "split_manifest": dm.manifest(),
+        "config": cfg,
+        "method_metadata": plan.meta.to_dict(),
+        "backbone": backbone,
+        "provenance": provenance(device),
+        "timings": timings,
+        "log_dir": loggers[0].log_dir,
+        **task_fields,
+    }

@@ -1,0 +1,214 @@
+"""The ZS-SBIR run: features or images, side information, training on the seen classes, then
+embedding the unseen queries and gallery (rank-sharded under DDP) and scoring them with
+`zsbench.evaluation`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from zsbench.chance import chance_metrics
+from zsbench.config import init_parameters
+from zsbench.errors import ZsbenchError
+from zsbench.evaluation import evaluate_sbir
+from zsbench.extras import run_extras
+from zsbench.features import cached_features
+from zsbench.leakage import imagenet_overlap
+from zsbench.results import extras_path, write_json_atomic
+from zsbench.runner.common import (
+    BenchOutcome,
+    RunPlan,
+    _distributed,
+    _loggers,
+    _prepare_run,
+    _seeded_model,
+    _trainer,
+    build_record,
+    publish,
+    wandb_requested,
+)
+
+
+def side_information(model_cfg: dict, seen: tuple[str, ...]) -> tuple[dict, dict]:
+    """Seen-class embeddings for each source in `model.semantics`.
+
+    `semantics` is a comma-separated list (or a YAML list) of sources from zsbench.semantics,
+    each optionally with a file: "minilm", "word2vec:/data/GoogleNews.bin,wordnet".
+    """
+    from zsbench.semantics import class_embeddings
+
+    sources = model_cfg.get("semantics") or "minilm"
+    if isinstance(sources, str):
+        sources = [x.strip() for x in sources.split(",") if x.strip()]
+    out, record = {}, {"sources": list(sources), "dims": {}}
+    for entry in sources:
+        src, _, path = entry.partition(":")
+        out[src] = class_embeddings(list(seen), src, path=path or None)
+        record["dims"][src] = int(out[src].shape[1])
+    return out, record
+
+
+def train_loader(dm, model, model_cfg: dict):
+    """The training batches the method asks for (`train_on`): items, pairs or triplets."""
+    if model.train_on == "pairs":
+        return dm.paired_train_dataloader(model_cfg.get("pairing", "instance"))
+    if model.train_on == "triplets":
+        return dm.triplet_train_dataloader(model_cfg.get("pairing", "class"))
+    if model.train_on == "items":
+        return dm.train_dataloader()
+    raise ZsbenchError(
+        f"{type(model).__name__}.train_on={model.train_on!r} is not one of items, pairs, triplets."
+    )
+
+
+def embed_partition(model, dm, part: str, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and labels of partition `part` ('query' or 'gallery'), in partition order.
+
+    Under DDP every rank embeds every world-th item and the pieces are gathered on all ranks
+    (no padding or duplicates, unlike a DistributedSampler), so rank 0 scores the whole set.
+    """
+    rank, world = _distributed()
+    indices = dm.partitions[part]
+    if world == 1:
+        loader = dm.query_dataloader() if part == "query" else dm.gallery_dataloader()
+        return model.embed(loader, side)
+    import torch.distributed as dist
+
+    mine = np.arange(len(indices))[rank::world]
+    z, y = model.embed(dm.subset_dataloader(indices[mine]), side)
+    pieces: list = [None] * world
+    dist.all_gather_object(pieces, (mine, z, y))
+    order = np.concatenate([p[0] for p in pieces])
+    inverse = torch.as_tensor(np.argsort(order, kind="stable"))
+    return torch.cat([p[1] for p in pieces])[inverse], torch.cat([p[2] for p in pieces])[inverse]
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A method trained on the seen classes of a plan, with what its result records."""
+
+    model: object
+    device: torch.device
+    timings: dict
+    backbone: dict | None
+    side_info: dict | None
+    loggers: list
+
+
+def train_sbir(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool = False, progress: bool = True
+) -> TrainedRun:
+    """Set up features (or image normalisation), build the seeded method and train it on the
+    seen classes: everything of an SBIR run before the unseen classes are touched."""
+    meta, method_cls, cfg, dm, root = plan.meta, plan.method_cls, plan.cfg, plan.dm, plan.root
+    tcfg = cfg["trainer"]
+    device = _prepare_run(dm, tcfg)
+
+    timings: dict[str, float | bool] = {}
+    backbone = None
+    if meta.inputs == "features":
+        feats, info, stats = cached_features(
+            dm, cfg["model"]["backbone"], cfg["model"]["weights"], device=device, progress=progress
+        )
+        dm.use_features(feats)
+        backbone = info.to_dict()
+        timings["features_s"], timings["feature_cache_hit"] = stats["seconds"], stats["cache_hit"]
+
+    provided = dm.data_info()
+    params = init_parameters(method_cls)
+    side_info = None
+    if "class_embeddings" in params:
+        provided["class_embeddings"], side_info = side_information(cfg["model"], dm.split.seen)
+    model = _seeded_model(
+        method_cls, seed, **cfg["model"], **{k: v for k, v in provided.items() if k in params}
+    )
+    if meta.inputs == "images":  # the method owns its backbone: normalise images its way
+        info = model.backbone_info
+        dm.set_normalization(info.mean, info.std)
+        dm.set_augment(tcfg["augment"])
+        backbone = info.to_dict()
+
+    run_name = f"{meta.task}/{dataset}/{dm.split.name}/{method}"
+    loggers = _loggers(root, run_name, seed, cfg, wandb_requested(wandb))
+    t0 = time.perf_counter()
+    if meta.trains:
+        trainer = _trainer(tcfg, loggers, progress)
+        val = dm.val_dataloader() if len(dm.partitions["val"]) else None
+        train = train_loader(dm, model, cfg["model"])
+        trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
+    timings["train_s"] = time.perf_counter() - t0
+    return TrainedRun(model, device, timings, backbone, side_info, loggers)
+
+
+def run_sbir(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
+) -> BenchOutcome:
+    """Train (train_sbir), embed the unseen queries and gallery, score, write the result."""
+    cfg, dm, path, root = plan.cfg, plan.dm, plan.path, plan.root
+    run = train_sbir(plan, method, dataset, seed, wandb, progress)
+    model, device, timings, loggers = run.model, run.device, run.timings, run.loggers
+    backbone, side_info = run.backbone, run.side_info
+    model.to(device)
+    t0 = time.perf_counter()
+    q, ql = embed_partition(model, dm, "query", "query")
+    g, gl = embed_partition(model, dm, "gallery", "gallery")
+    timings["encode_s"] = time.perf_counter() - t0
+    rank, world = _distributed()
+    if rank != 0:  # DDP: rank 0 scores and writes; the others are done
+        return BenchOutcome(path, skipped=False, record=None)
+    ev = evaluate_sbir(
+        q,
+        ql,
+        g,
+        gl,
+        spec=cfg["eval"]["spec"],
+        similarity=model.similarity,
+        chunk_size=cfg["eval"]["chunk_size"],
+        device=device,
+        class_names=dm.class_names,
+        ties=cfg["eval"]["ties"],
+    )
+    timings["rank_s"] = ev["seconds"]
+    timings["total_s"] = time.perf_counter() - t_start
+    timings["encode_items_per_s"] = (len(q) + len(g)) / max(timings["encode_s"], 1e-9)
+    timings["rank_queries_per_s"] = len(q) / max(ev["seconds"], 1e-9)
+
+    record = build_record(
+        plan,
+        method,
+        dataset,
+        seed,
+        ev=ev,
+        chance=chance_metrics(ql.numpy(), gl.numpy()),
+        device=device,
+        backbone=backbone,
+        timings=timings,
+        loggers=loggers,
+        per_class=ev["per_class"],
+        tie_fraction=ev["tie_fraction"],
+        tie_se=ev["tie_se"],
+        side_information=side_info,
+        leakage=imagenet_overlap(dm.unseen_photo_wnids(), (backbone or {}).get("pretrained_on")),
+        world_size=world,
+    )
+    # artefacts for `zsbench report`, written before the result so a result's extras exist
+    q_items = [dm.items[i] for i in dm.partitions["query"]]
+    g_items = [dm.items[i] for i in dm.partitions["gallery"]]
+    write_json_atomic(
+        extras_path(path),
+        run_extras(
+            q,
+            ql,
+            g,
+            gl,
+            model.similarity,
+            [it.path for it in q_items],
+            [it.path for it in g_items],
+            dm.class_names,
+            seed=seed,
+        ),
+    )
+    return publish(path, record, loggers, root)
