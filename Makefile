@@ -18,15 +18,19 @@ DATASETS ?= synthetic
 SEEDS ?= 0
 JOBS ?= 1
 SHARD ?=
+CONFIG ?=
+LAUNCHER ?=
+SLURM ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bench sweep regress regress-update leaderboard report test lint format benchmark-evaluator clean
+.PHONY: help install install-slurm slurm-up slurm-down bench sweep regress regress-update leaderboard report test lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 	@echo "  variables: METHOD=$(METHOD) DATASET=$(DATASET) SEED=$(SEED) OVERRIDES=\"k=v ...\" RESULTS=$(RESULTS)"
 	@echo "  sweep:     METHODS=\"$(METHODS)\" DATASETS=\"$(DATASETS)\" SEEDS=\"$(SEEDS)\" JOBS=$(JOBS) SHARD=i/n"
+	@echo "             CONFIG=sweeps/NAME.yaml LAUNCHER=local|slurm SLURM=\"timeout_min=120 partition=gpu ...\""
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,9 +47,24 @@ bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, su
 	$(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) \
 	  $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
 
-sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS with JOBS workers; resumable, skips finished cells
-	$(VENV)/bin/zsbench sweep --methods $(METHODS) --datasets $(DATASETS) --seeds $(SEEDS) \
-	  --jobs $(JOBS) $(if $(SHARD),--shard $(SHARD)) --results-dir $(RESULTS) $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
+# with CONFIG, a sweep variable overrides the sweep file only when given (command line, env)
+sweep_arg = $(if $(and $(CONFIG),$(filter default file,$(origin $(1)))),,$(2) $($(1)))
+
+sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS (or CONFIG=sweeps/NAME.yaml) with JOBS local workers or LAUNCHER=slurm; resumable
+	$(VENV)/bin/zsbench sweep $(if $(CONFIG),--config $(CONFIG)) $(call sweep_arg,METHODS,--methods) \
+	  $(call sweep_arg,DATASETS,--datasets) $(call sweep_arg,SEEDS,--seeds) $(call sweep_arg,JOBS,--jobs) \
+	  $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(SLURM),--slurm $(o)) $(if $(SHARD),--shard $(SHARD)) \
+	  --results-dir $(RESULTS) $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
+
+install-slurm: $(STAMP) ## the `cluster` extra (submitit) and Debian's slurm-wlm, slurmdbd, munge, mariadb-server (root)
+	$(PY) -m pip install --quiet -e ".[cluster]"
+	bash tests/slurm/start.sh --install-only
+
+slurm-up: install-slurm ## start a one-node Slurm on this machine (then: export SLURM_CONF=/var/spool/zsbench-slurm/slurm.conf)
+	bash tests/slurm/start.sh
+
+slurm-down: ## stop the one-node Slurm that slurm-up started
+	bash tests/slurm/stop.sh
 
 leaderboard: $(STAMP) ## rebuild and print the leaderboard from RESULTS
 	$(VENV)/bin/zsbench leaderboard --results-dir $(RESULTS)
