@@ -176,8 +176,8 @@ def wait_slurm(jobs: list, cells: list[Cell], log_dir: Path, progress: bool = Tr
             time.sleep(POLL_S)
             for job in [j for j in waiting if j.done()]:
                 cell = waiting.pop(job)
-                try:  # the task's own return value (Slurm's state may still say RUNNING)
-                    outcome = job.result()
+                try:  # the task's own return value (Slurm's state may still say RUNNING);
+                    outcome = job.results()[0]  # a multi-task (DDP) cell: rank 0's
                 except Exception as err:  # the task failed, or Slurm ended it (scancel, limit)
                     state = job.state
                     if state in ("RUNNING", "COMPLETING", "UNKNOWN"):
