@@ -96,7 +96,7 @@ chmod 0600 "$DIR/slurmdbd.conf"
 cat >"$CONF.new" <<CONF
 # Written by zsbench tests/slurm/start.sh: one node ($HOST, $CPUS CPUs), everything local.
 ClusterName=zsbench
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmctldPort=16817
 SlurmdPort=16818
 SlurmUser=root
@@ -121,7 +121,7 @@ MpiDefault=none
 KillWait=5
 InactiveLimit=0
 MinJobAge=300
-NodeName=$HOST CPUs=$CPUS State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
 mv "$CONF.new" "$CONF"
