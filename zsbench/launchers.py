@@ -60,6 +60,24 @@ def slurm_parameters(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_slurm(options: dict[str, Any]) -> None:
+    """Fail early (before the grid is planned) when submitit or sbatch is missing or an option
+    is misspelt."""
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise ZsbenchError(
+            "--launcher slurm needs submitit: pip install 'zsbench[cluster]' "
+            "(or pip install submitit)."
+        ) from None
+    slurm_parameters(options)
+    if shutil.which("sbatch") is None:
+        raise ZsbenchError(
+            "--launcher slurm needs Slurm's sbatch on PATH (run on a Slurm login node; "
+            "tests/slurm/start.sh starts a one-node Slurm on this machine)."
+        )
+
+
 @dataclasses.dataclass
 class SlurmCellTask:
     """What one Slurm array task runs: its cell, exactly as a local worker would run it."""
@@ -128,18 +146,9 @@ def submit_slurm(
     threads: int | None = None,
 ) -> list:
     """Submit `cells` as one Slurm job array; returns submitit's jobs (one per cell)."""
-    try:
-        import submitit
-    except ImportError:
-        raise ZsbenchError(
-            "--launcher slurm needs submitit: pip install 'zsbench[cluster]' "
-            "(or pip install submitit)."
-        ) from None
-    if shutil.which("sbatch") is None:
-        raise ZsbenchError(
-            "--launcher slurm needs Slurm's sbatch on PATH (run on a Slurm login node; "
-            "tests/slurm/start.sh starts a one-node Slurm on this machine)."
-        )
+    check_slurm(options)
+    import submitit
+
     log_dir = Path(log_dir or results / "logs" / "sweep")
     log_dir.mkdir(parents=True, exist_ok=True)
     executor = submitit.AutoExecutor(folder=log_dir / "slurm" / "%j", cluster="slurm")
@@ -224,6 +233,8 @@ def sweep_main(args: argparse.Namespace) -> int:
     from zsbench.sweepfile import spec_from_args
 
     spec = spec_from_args(args)
+    if spec.launcher == "slurm" and not args.emit_wandb:
+        check_slurm(spec.slurm)
     if args.emit_wandb:
         scoped = any(":" in o.split("=", 1)[0] for o in spec.overrides)
         if scoped or any("@" in d for d in spec.datasets):
