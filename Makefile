@@ -18,34 +18,44 @@ DATASETS ?= synthetic
 SEEDS ?= 0
 JOBS ?= 1
 SHARD ?=
+CONFIG ?=
+LAUNCHER ?=
+SLURM ?=
 PYTEST_ARGS ?=
-# Debian packages the suite uses: WordNet 3.0 (the `wordnet` class embeddings of SEM-PCYC) and
-# Chromium (the report's real-browser test). auto: install what is missing with apt-get when
-# root or passwordless sudo allows, else stop with the command; skip: do not check.
+# Debian packages the suite uses, as "what must exist:package": WordNet 3.0 (the `wordnet` class
+# embeddings of SEM-PCYC), Chromium (the report's real-browser test), and a one-node Slurm with
+# its accounting database (tests/test_slurm.py; `make slurm-up`). auto: install what is missing
+# with apt-get when root or passwordless sudo allows, else stop with the command; skip: do not.
 SYSTEM_PACKAGES ?= auto
+SYSTEM_NEEDS := /usr/share/wordnet/data.noun:wordnet-base /usr/share/wordnet/index.sense:wordnet-sense-index \
+  chromium:chromium slurmctld:slurm-wlm slurmdbd:slurmdbd munged:munge mariadbd:mariadb-server
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages bench sweep regress regress-update leaderboard report test lint format benchmark-evaluator clean
+.PHONY: help install system-packages slurm-up slurm-down bench sweep regress regress-update leaderboard report test lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 	@echo "  variables: METHOD=$(METHOD) DATASET=$(DATASET) SEED=$(SEED) OVERRIDES=\"k=v ...\" RESULTS=$(RESULTS)"
 	@echo "  sweep:     METHODS=\"$(METHODS)\" DATASETS=\"$(DATASETS)\" SEEDS=\"$(SEEDS)\" JOBS=$(JOBS) SHARD=i/n"
+	@echo "             CONFIG=sweeps/NAME.yaml LAUNCHER=local|slurm SLURM=\"timeout_min=120 partition=gpu ...\""
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,cluster]"
 	touch $(STAMP)
 
-system-packages: ## Debian packages: WordNet 3.0 (wordnet-base, wordnet-sense-index), Chromium
+system-packages: ## Debian packages: WordNet 3.0, Chromium, Slurm (see SYSTEM_NEEDS)
 	@[ "$(SYSTEM_PACKAGES)" = skip ] && exit 0; missing=""; \
-	[ -n "$$WORDNET_DIR" ] || [ -f /usr/share/wordnet/data.noun ] || missing="wordnet-base wordnet-sense-index"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	for need in $(SYSTEM_NEEDS); do what=$${need%%:*}; pkg=$${need##*:}; \
+	  case $$what in /usr/share/wordnet/*) [ -n "$$WORDNET_DIR" ] && continue;; esac; \
+	  if [ "$${what:0:1}" = / ]; then [ -e "$$what" ] && continue; \
+	  else command -v $$what >/dev/null || [ -x /usr/sbin/$$what ] && continue; fi; \
+	  missing="$$missing $$pkg"; done; \
 	[ -z "$$missing" ] && exit 0; \
 	if ! command -v apt-get >/dev/null; then \
-	  echo "make: missing system packages:$$missing. Without apt-get: put WordNet 3.0's dict files in a folder and set WORDNET_DIR, install Chromium, or run with SYSTEM_PACKAGES=skip (tests that need them skip)." >&2; exit 1; fi; \
+	  echo "make: missing system packages:$$missing. Without apt-get: put WordNet 3.0's dict files in a folder and set WORDNET_DIR, install Chromium and Slurm, or run with SYSTEM_PACKAGES=skip (tests that need them skip)." >&2; exit 1; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else \
 	  echo "make: missing system packages:$$missing. Run: sudo apt-get install -y$$missing   (or rerun with SYSTEM_PACKAGES=skip: tests that need them skip)" >&2; exit 1; fi; \
 	echo "installing Debian packages:$$missing"; \
@@ -59,9 +69,20 @@ bench: system-packages $(STAMP) ## run the BASELINES then METHOD on DATASET (def
 	$(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) \
 	  $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
 
-sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS with JOBS workers; resumable, skips finished cells
-	$(VENV)/bin/zsbench sweep --methods $(METHODS) --datasets $(DATASETS) --seeds $(SEEDS) \
-	  --jobs $(JOBS) $(if $(SHARD),--shard $(SHARD)) --results-dir $(RESULTS) $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
+# with CONFIG, a sweep variable overrides the sweep file only when given (command line, env)
+sweep_arg = $(if $(and $(CONFIG),$(filter default file,$(origin $(1)))),,$(2) $($(1)))
+
+sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS (or CONFIG=sweeps/NAME.yaml) with JOBS local workers or LAUNCHER=slurm; resumable
+	$(VENV)/bin/zsbench sweep $(if $(CONFIG),--config $(CONFIG)) $(call sweep_arg,METHODS,--methods) \
+	  $(call sweep_arg,DATASETS,--datasets) $(call sweep_arg,SEEDS,--seeds) $(call sweep_arg,JOBS,--jobs) \
+	  $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(SLURM),--slurm $(o)) $(if $(SHARD),--shard $(SHARD)) \
+	  --results-dir $(RESULTS) $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
+
+slurm-up: system-packages $(STAMP) ## start a one-node Slurm on this machine (then: export SLURM_CONF=/var/spool/zsbench-slurm/slurm.conf)
+	bash tests/slurm/start.sh
+
+slurm-down: ## stop the one-node Slurm that slurm-up started
+	bash tests/slurm/stop.sh
 
 leaderboard: $(STAMP) ## rebuild and print the leaderboard from RESULTS
 	$(VENV)/bin/zsbench leaderboard --results-dir $(RESULTS)

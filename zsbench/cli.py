@@ -88,69 +88,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(values: list[str], registry, task: str | None = None) -> list[str]:
-    """Space- or comma-separated names; 'all' = every registered name (of `task`)."""
-    names = [n for v in values for n in v.replace(",", " ").split()]
-    if names == ["all"]:
-        names = registry.names()
-        if task is not None:
-            names = [n for n in names if registry.info(n).task == task]
-    return names
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from zsbench.leaderboard import format_table, update_leaderboard
-    from zsbench.registry import DATASETS, METHODS
-    from zsbench.results import results_dir
-    from zsbench.sweep import (
-        expand_grid,
-        parse_shard,
-        pending,
-        run_sweep,
-        shard,
-        summary_table,
-        wandb_sweep_config,
-    )
+    from zsbench.launchers import sweep_main
 
-    datasets = _names(args.datasets, DATASETS)
-    tasks = {DATASETS.info(d).task for d in datasets}
-    methods = _names(args.methods, METHODS, task=next(iter(tasks)) if len(tasks) == 1 else None)
-    seeds = [int(s) for s in args.seeds]
-    if args.emit_wandb:
-        import yaml
-
-        cfg = wandb_sweep_config(methods, datasets, seeds, args.set, args.results_dir)
-        Path(args.emit_wandb).write_text(yaml.safe_dump(cfg, sort_keys=False))
-        print(f"Wrote {args.emit_wandb}: `wandb sweep {args.emit_wandb}`, then `wandb agent ID`.")
-        return 0
-    cells, notes = expand_grid(methods, datasets, seeds)
-    for note in notes:
-        print(f"note: {note}")
-    i, n = parse_shard(args.shard)
-    cells = shard(cells, i, n)
-    todo, done = pending(cells, args.set, args.results_dir)
-    print(
-        f"sweep: {len(cells)} cells{f' (shard {i}/{n})' if n > 1 else ''}, "
-        f"{len(done)} done already, {len(todo)} to run with {args.jobs} worker(s)"
-    )
-    outcomes = run_sweep(
-        todo,
-        args.set,
-        args.results_dir,
-        jobs=args.jobs,
-        retries=args.retries,
-        wandb=args.wandb,
-        progress=not args.no_progress,
-    )
-    print(summary_table(outcomes, done))
-    df = update_leaderboard(results_dir(args.results_dir))
-    print()
-    print(format_table(df))
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
-        print(f"\n{len(failed)} cell(s) failed; rerun the same command to retry them.")
-        return 1
-    return 0
+    return sweep_main(args)
 
 
 def load_array(path: str, what: str):
@@ -278,20 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="run a grid of methods x datasets x seeds, resumable")
-    p.add_argument("--methods", nargs="+", required=True, help="names, or 'all'")
-    p.add_argument("--datasets", nargs="+", default=["synthetic"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (threads are split)")
-    p.add_argument("--shard", default=None, metavar="i/n", help="run every n-th cell from i")
-    p.add_argument("--retries", type=int, default=1, help="reruns of a cell whose worker died")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="for every cell"
-    )
-    p.add_argument("--wandb", action="store_true", help="each run logs to W&B")
-    p.add_argument(
-        "--emit-wandb", metavar="FILE", default=None, help="write a W&B sweep YAML and exit"
-    )
-    p.add_argument("--no-progress", action="store_true")
+    from zsbench.launchers import add_sweep_arguments
+
+    add_sweep_arguments(p)
     _add_results_dir(p)
     p.set_defaults(func=cmd_sweep)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -54,5 +56,25 @@ def device_info(device: torch.device) -> dict:
     return info
 
 
+def launch_info() -> dict:
+    """How the run was started: the sweep (file, sha256, launcher, cell) from ZSBENCH_SWEEP,
+    which `zsbench sweep` sets for its workers, and the Slurm job when there is one."""
+    out: dict = {}
+    if os.environ.get("ZSBENCH_SWEEP"):
+        try:
+            out["sweep"] = json.loads(os.environ["ZSBENCH_SWEEP"])
+        except json.JSONDecodeError:
+            out["sweep"] = {"raw": os.environ["ZSBENCH_SWEEP"]}
+    if os.environ.get("SLURM_JOB_ID"):
+        keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_CLUSTER_NAME")
+        out["slurm"] = {k.removeprefix("SLURM_").lower(): os.environ.get(k) for k in keys}
+    return out
+
+
 def provenance(device: torch.device) -> dict:
-    return {"git": git_state(), "packages": package_versions(), "device": device_info(device)}
+    return {
+        "git": git_state(),
+        "packages": package_versions(),
+        "device": device_info(device),
+        **launch_info(),
+    }

@@ -5,11 +5,22 @@ only its cell: the cell is retried (`retries`), every other result is already on
 restarted sweep plans the grid again and skips every cell whose result exists; `bench` holds a
 per-result file lock, so two processes never run one cell at the same time. `--shard i/n` keeps
 every n-th cell (from i, in a fixed order), so n machines sharing a results folder split a grid.
+
+Where a cell runs is the launcher's business (`zsbench.launchers`: local worker processes here,
+or one Slurm job array); every launcher runs a cell through `start_worker` (the same
+`zsbench bench` command, log and environment), so results of all launchers mix.
+
+Overrides may be scoped: `drcpl:model.clip=tiny` applies to drcpl's cells only,
+`sketchy21-mini:dataset.n_unseen=8` to one dataset's. A dataset may appear more than once as
+named variants, `sketchy21-mini@s1` (the dataset `sketchy21-mini`, labelled `s1` in the sweep),
+each with its own scoped overrides (`sketchy21-mini@s1:dataset.split_seed=1`). Overrides apply
+in the order given, later ones winning, as in `zsbench bench`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from zsbench.errors import ZsbenchError
+from zsbench.errors import ZsbenchError, did_you_mean
 from zsbench.registry import DATASETS, METHODS
 
 # exit statuses of a worker that was killed rather than failed: its cell is worth retrying
@@ -26,13 +37,18 @@ KILLED = {-9, -15, 137, 143}
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
+    """One `zsbench bench` run. `label`: the dataset's name in the sweep when it is a variant
+    (`sketchy21-mini@s1`); `overrides`: this cell's own `--set` list, scopes resolved."""
+
     method: str
     dataset: str
     seed: int
+    label: str | None = None
+    overrides: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"{self.method}/{self.dataset}/seed{self.seed}"
+        return f"{self.method}/{self.label or self.dataset}/seed{self.seed}"
 
 
 @dataclasses.dataclass
@@ -42,6 +58,7 @@ class CellOutcome:
     seconds: float = 0.0
     attempts: int = 0
     log: str | None = None
+    slurm_state: str | None = None  # a Slurm array task that did not complete: its state
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -57,25 +74,82 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
+def dataset_of(label: str) -> str:
+    """The registered dataset of a dataset label: `sketchy21-mini@s1` -> `sketchy21-mini`."""
+    return label.split("@", 1)[0]
+
+
+def split_scope(text: str) -> tuple[str | None, str]:
+    """`drcpl:model.clip=tiny` -> ('drcpl', 'model.clip=tiny'); an unscoped override -> (None, it).
+    Only a colon before the `=` is a scope (values may hold colons: paths, URLs)."""
+    key = text.split("=", 1)[0]
+    if ":" not in key:
+        return None, text
+    scope, rest = text.split(":", 1)
+    if not scope or not rest:
+        raise ZsbenchError(f"--set {text!r}: a scoped override looks like NAME:section.key=value.")
+    return scope, rest
+
+
+def check_scopes(overrides: Sequence[str], labels: Sequence[str] = ()) -> None:
+    """Every scope names a registered method, a registered dataset or one of `labels` (the
+    sweep's dataset variants); anything else fails with a did-you-mean."""
+    known = {*METHODS.names(), *DATASETS.names(), *labels}
+    for text in overrides:
+        scope, _ = split_scope(text)
+        if scope is not None and scope not in known:
+            raise ZsbenchError(
+                f"--set {text}: {scope!r} is neither a method nor a dataset (nor a dataset "
+                f"variant of this sweep).{did_you_mean(scope, known)} A scoped override looks "
+                "like METHOD:section.key=value or DATASET:section.key=value."
+            )
+
+
+def cell_overrides(method: str, label: str, overrides: Sequence[str]) -> tuple[str, ...]:
+    """The overrides that apply to (method, dataset label), scopes stripped, in their order."""
+    scopes = {None, method, label, dataset_of(label)}
+    out = []
+    for text in overrides:
+        scope, rest = split_scope(text)
+        if scope in scopes:
+            out.append(rest)
+    return tuple(out)
+
+
 def expand_grid(
-    methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int]
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    seeds: Sequence[int],
+    overrides: Sequence[str] = (),
+    known_labels: Sequence[str] = (),
 ) -> tuple[list[Cell], list[str]]:
     """Every compatible (method, dataset, seed) in a fixed order, and notes on skipped pairs.
 
-    Unknown names fail with a did-you-mean; a method whose task differs from a dataset's
-    (an SBIR method on a CIR dataset) is left out with a note, not an error.
+    `datasets` are names or variant labels (`name@variant`); `overrides` (scoped or not) are
+    resolved per cell into `Cell.overrides`; a scope may also name one of `known_labels` (the
+    variants a sweep file declares but this grid leaves out). Unknown names and scopes fail
+    with a did-you-mean;
+    a method whose task differs from a dataset's (an SBIR method on a CIR dataset) is left out
+    with a note, not an error.
     """
     if not methods or not datasets or not seeds:
         raise ZsbenchError("A sweep needs at least one method, one dataset and one seed.")
+    labels = list(dict.fromkeys(datasets))
+    check_scopes(overrides, [*labels, *known_labels])
     cells, notes = [], []
-    for d in dict.fromkeys(datasets):
-        task = DATASETS.get(d).task
+    for label in labels:
+        d = dataset_of(label)
+        task = DATASETS.info(d).task  # read from the source: no plug-in imported
         for m in dict.fromkeys(methods):
-            m_task = METHODS.get(m).metadata.task
+            m_task = METHODS.info(m).task
             if m_task != task:
-                notes.append(f"{m} ({m_task}) does not run on {d} ({task}): left out")
+                notes.append(f"{m} ({m_task}) does not run on {label} ({task}): left out")
                 continue
-            cells.extend(Cell(m, d, int(s)) for s in dict.fromkeys(seeds))
+            extra = cell_overrides(m, label, overrides)
+            cells.extend(
+                Cell(m, d, int(s), label if label != d else None, extra)
+                for s in dict.fromkeys(seeds)
+            )
     return cells, notes
 
 
@@ -84,16 +158,43 @@ def shard(cells: list[Cell], index: int, count: int) -> list[Cell]:
 
 
 def pending(
-    cells: list[Cell], overrides: Sequence[str], results: str | Path | None
+    cells: list[Cell],
+    overrides: Sequence[str],
+    results: str | Path | None,
+    running: list[Cell] | None = None,
 ) -> tuple[list[Cell], list[Cell]]:
-    """(cells to run, cells whose result exists), planned as `bench` would (same paths)."""
+    """(cells to run, cells whose result exists), planned as `bench` would (same paths).
+
+    With a `running` list, cells whose result lock another process holds right now (a worker
+    of an earlier sweep still at it, on this or another machine) go there instead of `todo`.
+    """
+    from filelock import FileLock, Timeout
+
     from zsbench.runner import plan_run
 
     todo, done, cache = [], [], {}
     for cell in cells:
-        plan = plan_run(cell.method, cell.dataset, cell.seed, overrides, results, cache)
-        (done if plan.path.exists() else todo).append(cell)
+        plan = plan_run(
+            cell.method, cell.dataset, cell.seed, cell_args(cell, overrides), results, cache
+        )
+        if plan.path.exists():
+            done.append(cell)
+            continue
+        if running is not None:
+            lock = FileLock(str(plan.path.with_name(f".{plan.path.name}.lock")))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                running.append(cell)
+                continue
+            lock.release()
+        todo.append(cell)
     return todo, done
+
+
+def cell_args(cell: Cell, overrides: Sequence[str] = ()) -> list[str]:
+    """A cell's `--set` list: the sweep-wide `overrides`, then the cell's own."""
+    return [*overrides, *cell.overrides]
 
 
 def worker_command(
@@ -105,9 +206,81 @@ def worker_command(
         cmd += ["--results-dir", str(results)]
     if wandb:
         cmd.append("--wandb")
-    for o in overrides:
+    for o in cell_args(cell, overrides):
         cmd += ["--set", o]
     return cmd
+
+
+def worker_env(
+    cell: Cell, threads: int, sweep: dict | None = None, base: dict | None = None
+) -> dict[str, str]:
+    """A worker's environment: `base` (default: this process's), `threads` torch/BLAS threads,
+    and ZSBENCH_SWEEP (which sweep and cell; `zsbench.provenance` records it in the result)."""
+    env = dict(os.environ if base is None else base)
+    n = str(max(1, int(threads)))
+    env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, ZSBENCH_THREADS=n)
+    env["ZSBENCH_SWEEP"] = json.dumps({**(sweep or {}), "cell": cell.name}, sort_keys=True)
+    return env
+
+
+def start_worker(
+    cell: Cell,
+    overrides: Sequence[str],
+    results: str | Path | None,
+    wandb: bool,
+    log_dir: Path,
+    env: dict[str, str],
+    cwd: str | None = None,
+) -> tuple[subprocess.Popen, Path]:
+    """Start the worker process of `cell` (its output to a fresh log); every launcher runs a
+    cell through here."""
+    log = _free_log_path(Path(log_dir), cell)
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            worker_command(cell, overrides, results, wandb),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+        )
+    return proc, log
+
+
+def cell_status(returncode: int, log: Path) -> str:
+    """'done', 'skipped' (the result existed when the worker got the lock) or 'failed'."""
+    if returncode != 0:
+        return "failed"
+    return "skipped" if "Result exists, skipped" in log.read_text(errors="replace") else "done"
+
+
+def run_cell(
+    cell: Cell,
+    overrides: Sequence[str],
+    results: str | Path | None,
+    wandb: bool,
+    log_dir: Path,
+    env: dict[str, str],
+    retries: int = 1,
+    cwd: str | None = None,
+    killed: frozenset[int] | set[int] = KILLED,
+) -> CellOutcome:
+    """Run one cell to its end in this process's place (what a Slurm array task does); a worker
+    that exits with a status in `killed` is started again up to `retries` times, as in
+    `run_sweep`."""
+    start, attempts = time.perf_counter(), 0
+    while True:
+        attempts += 1
+        proc, log = start_worker(cell, overrides, results, wandb, log_dir, env, cwd)
+        try:
+            rc = proc.wait()
+        except BaseException:  # interrupted (a signal handler raised): stop the worker
+            proc.terminate()
+            proc.wait()
+            raise
+        if rc in killed and attempts <= retries:
+            continue
+        status = cell_status(rc, log)
+        return CellOutcome(cell, status, time.perf_counter() - start, attempts, str(log))
 
 
 def _free_log_path(log_dir: Path, cell: Cell) -> Path:
@@ -131,8 +304,12 @@ def run_sweep(
     wandb: bool = False,
     progress: bool = True,
     log_dir: Path | None = None,
+    sweep: dict | None = None,
+    threads: int | None = None,
 ) -> list[CellOutcome]:
-    """Run `cells` (already filtered by `pending`) with `jobs` worker processes."""
+    """Run `cells` (already filtered by `pending`) with `jobs` worker processes on this machine,
+    each with `threads` torch threads (default: the cores split between the workers).
+    `sweep`: what the results record of the sweep (`worker_env`)."""
     from zsbench.progress import progress as progress_bar
     from zsbench.results import results_dir
 
@@ -140,9 +317,7 @@ def run_sweep(
         raise ZsbenchError(f"--jobs must be >= 1, got {jobs}.")
     log_dir = Path(log_dir or results_dir(results) / "logs" / "sweep")
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    threads = str(_threads_per_worker(jobs))
-    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, ZSBENCH_THREADS=threads)
+    threads = threads or _threads_per_worker(jobs)
     queue = list(cells)
     attempts: dict[Cell, int] = {}
     running: dict[subprocess.Popen, tuple[Cell, float, Path]] = {}
@@ -153,14 +328,8 @@ def run_sweep(
             while queue and len(running) < jobs:
                 cell = queue.pop(0)
                 attempts[cell] = attempts.get(cell, 0) + 1
-                log = _free_log_path(log_dir, cell)
-                with open(log, "w") as f:
-                    proc = subprocess.Popen(
-                        worker_command(cell, overrides, results, wandb),
-                        stdout=f,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    )
+                env = worker_env(cell, threads, sweep)
+                proc, log = start_worker(cell, overrides, results, wandb, log_dir, env)
                 running[proc] = (cell, time.perf_counter(), log)
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
@@ -170,9 +339,7 @@ def run_sweep(
                     bar.write(f"worker of {cell.name} was killed (exit {rc}); retrying")
                     queue.append(cell)
                     continue
-                status = "done" if rc == 0 else "failed"
-                if rc == 0 and "Result exists, skipped" in log.read_text(errors="replace"):
-                    status = "skipped"
+                status = cell_status(rc, log)
                 if status == "failed":
                     bar.write(f"FAILED {cell.name} (exit {rc}); log: {log}")
                 outcomes.append(
@@ -199,7 +366,9 @@ def summary_table(outcomes: list[CellOutcome], skipped: list[Cell]) -> str:
     rows += [
         {
             "cell": o.cell.name,
-            "status": o.status if o.status != "failed" else f"FAILED: {o.log}",
+            "status": o.status
+            if o.status != "failed"
+            else f"FAILED{f' ({o.slurm_state})' if o.slurm_state else ''}: {o.log}",
             "seconds": f"{o.seconds:.0f}",
             "attempts": o.attempts,
         }
