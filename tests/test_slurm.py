@@ -51,9 +51,7 @@ def slurm():
     try:
         import submitit  # noqa: F401
     except ImportError:
-        _unavailable(
-            "submitit is not installed (pip install -e '.[cluster]', or make install)"
-        )
+        _unavailable("submitit is not installed (pip install -e '.[cluster]', or make install)")
     was_up = _controller_up()
     if not was_up and os.geteuid() != 0:
         _unavailable("no local Slurm and not root: run `sudo bash tests/slurm/start.sh` first")
