@@ -37,12 +37,11 @@ def _unavailable(message: str) -> None:
 
 
 def _controller_up() -> bool:
-    pid = SLURM_DIR / "slurmctld.pid"
-    try:
-        os.kill(int(pid.read_text()), 0)
+    try:  # the pid must still be slurmctld's: a stale pid file's pid may be anything now
+        pid = int((SLURM_DIR / "slurmctld.pid").read_text())
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "slurmctld"
     except (OSError, ValueError):
         return False
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ DB_PORT=16306
 export SLURM_CONF="$CONF"
 
 die() { echo "slurm: $*" >&2; exit 1; }
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid file, process name: alive only if that pid still runs that program (pids get recycled)
+alive() { [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]; }
 wait_for() { # wait_for SECONDS COMMAND...: retry COMMAND every 0.2 s
   local n=$(($1 * 5)); shift
   for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
@@ -66,7 +67,7 @@ if [ ! -d "$DIR/db/mysql" ]; then
     --auth-root-authentication-method=socket >"$DIR/log/mariadb-install.log" 2>&1 \
     || die "mariadb-install-db failed (see $DIR/log/mariadb-install.log)"
 fi
-if ! alive "$DIR/dbrun/db.pid"; then  # its socket, pid and log in a folder of user mysql
+if ! alive "$DIR/dbrun/db.pid" mariadbd; then  # its socket, pid and log in a folder of user mysql
   mkdir -p "$DIR/dbrun" && chown mysql:mysql "$DIR/dbrun"
   setsid mariadbd --no-defaults --user=mysql --datadir="$DIR/db" --socket="$DIR/dbrun/db.sock" \
     --pid-file="$DIR/dbrun/db.pid" --port=$DB_PORT --bind-address=127.0.0.1 \
@@ -126,14 +127,14 @@ PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
 mv "$CONF.new" "$CONF"
 
-if ! alive "$DIR/slurmdbd.pid"; then
+if ! alive "$DIR/slurmdbd.pid" slurmdbd; then
   slurmdbd   # reads slurmdbd.conf next to $SLURM_CONF
   wait_for 30 sacctmgr -n list cluster || die "slurmdbd did not answer (see $DIR/log/slurmdbd.log)"
 fi
 sacctmgr -n list cluster format=cluster | grep -qw zsbench \
   || sacctmgr -i add cluster zsbench >/dev/null
-alive "$DIR/slurmctld.pid" || slurmctld -f "$CONF"
-alive "$DIR/slurmd.pid" || slurmd -f "$CONF"
+alive "$DIR/slurmctld.pid" slurmctld || slurmctld -f "$CONF"
+alive "$DIR/slurmd.pid" slurmd || slurmd -f "$CONF"
 
 up() { sinfo -h -o %T | grep -qE '^(idle|mixed|allocated|completing)'; }
 if ! wait_for 20 up; then
