@@ -71,6 +71,24 @@ def test_core_never_imports_a_plugin():
                 assert n.split(".")[0] not in ("methods", "datamodules"), (path, n)
 
 
+def test_every_package_folder_is_installed():
+    """pyproject lists packages explicitly (methods/ and datamodules/ are mapped under
+    zsbench): a new sub-package missing there works in the checkout and breaks installs."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(project["packages"])
+    for folder, package in PACKAGES.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            assert ".".join([package, *parts]) in listed, init
+    assert project["package-dir"] == {
+        "zsbench": "zsbench",
+        **{p: f for f, p in PACKAGES.items() if f != "zsbench"},
+        "zsbench.configs": "configs",
+    }
+
+
 def test_no_import_cycles():
     graph = import_graph()
     index: dict[str, int] = {}
