@@ -18,11 +18,18 @@ def test_lines_at_each_tenth_and_no_carriage_returns(capsys):
     assert lines[-1].startswith("extracting: 20/20 batch (100%)")
 
 
-def test_time_interval_prints_without_a_total(capsys):
+def test_time_interval_prints_without_a_total_and_postfix(capsys):
     bar = LineProgress(desc="sweep", unit="cell", interval_s=0.0)
+    bar.set_postfix(failed=1)  # the tqdm calls zsbench makes work on every kind of bar
     bar.update(3)
     bar.close()
-    assert capsys.readouterr().err.startswith("sweep: 3 cell,")
+    line = capsys.readouterr().err
+    assert line.startswith("sweep: 3 cell,") and line.rstrip().endswith("failed=1")
+    for bar in (progress(total=2, enabled=False), progress(total=2)):
+        bar.set_postfix(failed=0)
+        bar.write("a note")
+        bar.update(2)
+        bar.close()
 
 
 def test_disabled_progress_is_silent_and_log_gets_lines(capsys):

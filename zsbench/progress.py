@@ -40,13 +40,15 @@ class LineProgress:
         self.start = self.last = time.perf_counter()
         self.next_decile = 1
         self.closed = False
+        self.postfix = ""
 
     def _line(self) -> str:
         elapsed = time.perf_counter() - self.start
         rate = self.n / elapsed if elapsed > 0 else 0.0
         done = f"{self.n}/{self.total}" if self.total else str(self.n)
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        return f"{self.desc}: {done} {self.unit}{pct}, {elapsed:.0f} s, {rate:.2f} {self.unit}/s"
+        line = f"{self.desc}: {done} {self.unit}{pct}, {elapsed:.0f} s, {rate:.2f} {self.unit}/s"
+        return f"{line}, {self.postfix}" if self.postfix else line
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -63,8 +65,12 @@ class LineProgress:
             print(self._line() + " (stopped)", file=sys.stderr, flush=True)
         self.closed = True
 
-    def set_postfix_str(self, text: str) -> None:  # tqdm API; lines carry no postfix
-        pass
+    def set_postfix(self, **values: Any) -> None:
+        """tqdm API: `key=value` pairs shown at the end of the next lines."""
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
 
     def write(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -71,6 +72,9 @@ def _loggers(root: Path, name: str, seed: int, cfg: dict, use_wandb: bool) -> li
 
 def _trainer(tcfg: dict, loggers: list, progress: bool) -> L.Trainer:
     bar, callbacks = lightning_progress(progress)  # a bar on a TTY, whole lines in a log
+    # Lightning hints at `srun` whenever Slurm is installed; inside a Slurm job it is not shown,
+    # and outside one the hint is noise (multi-node runs: README, "More than one machine")
+    warnings.filterwarnings("ignore", message="The `srun` command is available")
     return L.Trainer(
         max_epochs=tcfg["max_epochs"],
         accelerator=tcfg["accelerator"],
