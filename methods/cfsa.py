@@ -219,12 +219,17 @@ class Cfsa(RetrievalMethod):
         self.log("train/loss", r_out["loss"], prog_bar=True, batch_size=n)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Seen-class accuracy of the nearest class embedding in the unified space."""
+        """Seen-class accuracy of the nearest class embedding in the unified space, and the
+        batch's embeddings for the seen-class retrieval mAP (`val/mAP`)."""
         z = self.embed_items(batch)
         pred = (F.normalize(z, dim=-1) @ F.normalize(self.class_emb, dim=-1).T).argmax(-1)
         self.log(
             "val/acc", (pred == batch["label"]).float().mean(), prog_bar=True, batch_size=len(z)
         )
+        self.collect_validation(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_validation_map()  # seen-class val/mAP, sketches vs photos
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -137,6 +137,18 @@ class SketchConditionedGenerator(RetrievalMethod):
     def encode_gallery(self, batch: dict) -> Tensor:
         return batch["feature"]
 
+    # seen-class validation: val/mAP of generated (val sketch) vs real (val photo) features
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # the latent draws come from a forked, fixed-seed RNG: the learning curve is not noisy
+        # in z, and its 100 draws per sketch do not advance the RNG the training draws from
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(batch_idx)
+            self.collect_validation(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_validation_map()
+
 
 class CVAE(SketchConditionedGenerator):
     """Conditional VAE generating photo features from sketch features (Yelamarthi et al.)."""

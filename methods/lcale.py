@@ -281,6 +281,10 @@ class Lcale(RetrievalMethod):
         pred = (F.normalize(z, dim=-1) @ F.normalize(centres, dim=-1).T).argmax(-1)
         acc = (pred == batch["label"]).float().mean()
         self.log("val/acc", acc, prog_bar=True, batch_size=len(z))
+        self.collect_validation(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_validation_map()  # seen-class val/mAP, sketches vs photos
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, amsgrad=True)

@@ -78,7 +78,11 @@ class Supervised(RetrievalMethod):
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        self.collect_validation(batch)
         return self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_validation_map()  # seen-class val/mAP, sketches vs photos
 
     def configure_optimizers(self):
         return torch.optim.AdamW(

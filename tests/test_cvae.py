@@ -105,6 +105,24 @@ def test_generate_mean_is_the_mean_over_prior_draws():
     assert torch.equal(m.encode_gallery({"feature": gal}), gal)
 
 
+def test_validation_collects_seen_map_without_touching_the_training_rng():
+    m = small().eval()
+    batch = {
+        "feature": torch.rand(6, 12),
+        "label": torch.tensor([0, 0, 1, 1, 2, 2]),
+        "domain": torch.tensor([0, 1, 0, 1, 0, 1]),
+    }
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    m.validation_step(batch, 0)
+    assert torch.equal(torch.get_rng_state(), state)  # the training draws stay as they were
+    first = m._val_store["query"][0]
+    assert first.shape == (3, 12) and len(m._val_store["gallery"][0]) == 3
+    m._val_store = {}
+    m.validation_step(batch, 0)  # fixed-seed draws: the same curve point every time
+    assert torch.equal(m._val_store["query"][0], first)
+
+
 def test_short_training_lowers_the_loss():
     torch.manual_seed(0)
     d = 12
