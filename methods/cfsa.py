@@ -13,8 +13,11 @@ Per modality (sketch, photo):
 - a regressor R_m: feature -> unified semantic space (the class-embedding space), trained on
   real and synthesised features to hit the class embedding;
 - cycle consistency: the generator is also trained so that R_m(G_m(a, z)) returns to a (the
-  "semantic cycle" of the paper's abstract and of JFSE's code), and a decoder F_m brings R_m(x)
-  back to the feature space, |F_m(R_m(x)) - x| (feature cycle);
+  "semantic cycle" of the paper's abstract and of JFSE's code: weight 0.1 on the mean squared
+  error); optionally (off by default, not in JFSE) a decoder F_m brings R_m(x) back to the
+  feature space, |F_m(R_m(x)) - x| (feature cycle);
+- the regressors learn from real features and, weighted 0.01 as in JFSE's regressor loss, from
+  synthetic ones;
 - distribution alignment in the unified space: MMD between the sketch and the photo
   embeddings (real and synthetic pooled).
 At test time sketches go through R_sketch, photos through R_photo; ranking by cosine.
@@ -68,8 +71,9 @@ class Cfsa(RetrievalMethod):
             "whose weights are not offline.",
             "No official CFSA code: the loop (5 critic steps per generator step, gradient "
             "penalty 10, Adam lr 1e-4 betas (0.5, 0.999), noise size = class-embedding size, "
-            "cycle weight 0.1 in the generator loss) follows JFSE, the same group's public "
-            "successor.",
+            "cycle weight 0.1 on the mean squared cycle error in the generator loss, weight "
+            "0.01 on the regression of synthetic features in the regressor loss) follows JFSE, "
+            "the same group's public successor.",
             "Hidden layers 512 wide (JFSE: 4096) to fit the CPU budget; default 10 epochs "
             "(JFSE: 500).",
             "Regressor/decoder learning rate 1e-3 (JFSE: 1e-4 for all networks): with 50x fewer "
@@ -78,8 +82,9 @@ class Cfsa(RetrievalMethod):
             "Distribution alignment in the unified space is an MMD (multi-bandwidth Gaussian "
             "kernel) between sketch and photo embeddings; JFSE uses an adversarial modality "
             "classifier plus a CMPM loss, and the CFSA paper's exact form is not reproduced.",
-            "Cycle consistency both ways: a -> G -> R -> a (JFSE's) and x -> R -> F -> x with a "
-            "decoder F per modality back to the feature space (weight 0.1, an assumption).",
+            "Cycle consistency a -> G -> R -> a (JFSE's); an optional feature cycle "
+            "x -> R -> F -> x through a decoder per modality (feature_cycle_weight, not in JFSE) "
+            "is off by default.",
             "The regressor's output is linear (JFSE ends in a ReLU, which cannot reach the "
             "negative coordinates of sentence embeddings); no per-batch min-max scaling of "
             "features (JFSE scales each batch, which ties a feature to its batch).",
@@ -105,8 +110,8 @@ class Cfsa(RetrievalMethod):
         n_critic: int = 5,
         gp_weight: float = 10.0,
         cycle_weight: float = 0.1,
-        synthetic_weight: float = 1.0,
-        feature_cycle_weight: float = 0.1,
+        synthetic_weight: float = 0.01,
+        feature_cycle_weight: float = 0.0,
         align_weight: float = 1.0,
         lr: float = 1e-4,
         regressor_lr: float = 1e-3,
@@ -129,7 +134,11 @@ class Cfsa(RetrievalMethod):
             {d: mlp([feature_dim + sem, h, 1], nn.LeakyReLU) for d in DOMAINS}
         )
         self.regressors = nn.ModuleDict({d: mlp([feature_dim, h, sem]) for d in DOMAINS})
-        self.decoders = nn.ModuleDict({d: mlp([sem, h, feature_dim]) for d in DOMAINS})
+        # optional feature cycle x -> R -> F -> x (not in JFSE; off by default): the decoders
+        # exist only when it is on, so that no parameter goes without a gradient
+        self.decoders = nn.ModuleDict(
+            {d: mlp([sem, h, feature_dim]) for d in DOMAINS} if feature_cycle_weight > 0 else {}
+        )
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -159,7 +168,9 @@ class Cfsa(RetrievalMethod):
             fake = self.synthesise(d, a)
             fakes[d] = fake
             adv = adv - self.critics[d](torch.cat([fake, a], -1)).mean()
-            cyc = cyc + (self.regressors[d](fake) - a).pow(2).sum(-1).mean()
+            # mean over dimensions and batch, as JFSE's reduce_mean: with a sum over the
+            # dimensions the 0.1 weight would be sem_dim times JFSE's against the critic term
+            cyc = cyc + (self.regressors[d](fake) - a).pow(2).mean()
         loss = adv + self.hparams.cycle_weight * cyc
         return {"loss": loss, "adversarial": adv, "cycle": cyc}, fakes
 
@@ -167,13 +178,14 @@ class Cfsa(RetrievalMethod):
         """Regression of real and synthetic features onto a, feature cycle, MMD alignment."""
         hp = self.hparams
         a = self.class_emb[batch["label"]]
-        reg, syn, fcyc, emb = 0.0, 0.0, 0.0, {}
+        reg, syn, fcyc, emb = 0.0, 0.0, a.new_zeros(()), {}
         for d in DOMAINS:
             r_real = self.regressors[d](batch[d])
             r_fake = self.regressors[d](fakes[d].detach())
             reg = reg + (r_real - a).pow(2).sum(-1).mean()
             syn = syn + (r_fake - a).pow(2).sum(-1).mean()
-            fcyc = fcyc + (self.decoders[d](r_real) - batch[d]).abs().sum(-1).mean()
+            if d in self.decoders:
+                fcyc = fcyc + (self.decoders[d](r_real) - batch[d]).abs().sum(-1).mean()
             emb[d] = torch.cat([r_real, r_fake])
         align = gaussian_mmd(emb["sketch"], emb["photo"])
         loss = (

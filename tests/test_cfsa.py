@@ -51,8 +51,25 @@ def test_gradient_penalty_closed_form():
     assert gradient_penalty(critic, real, fake, cond).item() == pytest.approx(0.0, abs=1e-10)
 
 
-def test_losses_finite_and_gradients_reach_the_right_networks():
+def test_defaults_follow_jfse_weights():
     model = make_model()
+    assert model.hparams.synthetic_weight == 0.01  # JFSE: 0.01 * cycle loss on fakes in loss_Re
+    assert model.hparams.cycle_weight == 0.1  # JFSE: 0.1 * mean squared cycle error in loss_G
+    assert model.hparams.feature_cycle_weight == 0.0 and len(model.decoders) == 0
+    # the generator's cycle term is a mean over dimensions (JFSE's reduce_mean), so its
+    # weight does not grow with the size of the class embedding
+    batch = pair_batch()
+    torch.manual_seed(0)
+    cyc = model.generator_loss(batch)[0]["cycle"]
+    torch.manual_seed(0)
+    fakes = {d: model.synthesise(d, model.class_emb[batch["label"]]) for d in ("sketch", "photo")}
+    a = model.class_emb[batch["label"]]
+    expected = sum((model.regressors[d](fakes[d]) - a).pow(2).mean() for d in fakes)
+    assert cyc.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_losses_finite_and_gradients_reach_the_right_networks():
+    model = make_model(feature_cycle_weight=0.1)
     batch = pair_batch()
     d_out = model.critic_loss(batch)
     model.zero_grad()
