@@ -354,6 +354,10 @@ class Rpkd(RetrievalMethod):
         z, logits = self.student_forward(batch["image"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         self.log("val/acc", acc, prog_bar=True, batch_size=len(logits))
+        self.collect_validation(batch)  # seen-class retrieval: the learning curve (val/mAP)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_validation_map()
 
     def configure_optimizers(self):
         hp = self.hparams
