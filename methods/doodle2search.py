@@ -308,7 +308,6 @@ class Doodle2Search(RetrievalMethod):
             embedding_dim, self.class_emb.shape[1], semantic_hidden, dropout
         )
         self.domain_clf = domain_classifier(embedding_dim, domain_hidden, dropout)
-        self._val: dict[str, list[Tensor]] = {}
         self._best_map = -1.0
         self._best_state: dict[str, Tensor] | None = None
         self._bad_epochs = 0
@@ -377,31 +376,11 @@ class Doodle2Search(RetrievalMethod):
 
     # -- validation: seen-class retrieval mAP, early stopping, best epoch restored ----------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        for name, net, domain in (("sk", self.sketch_net, SKETCH), ("im", self.photo_net, PHOTO)):
-            keep = batch["domain"] == domain
-            if keep.any():
-                self._val.setdefault(name, []).append(net(batch["image"][keep])[0].float().cpu())
-                self._val.setdefault(name + "_y", []).append(batch["label"][keep].cpu())
+        self.collect_validation(batch)  # sketches by the sketch net, photos by the photo net
 
     def on_validation_epoch_end(self) -> None:
-        from zsbench.evaluation import evaluate_sbir
-
-        val, self._val = self._val, {}
-        if not val.get("sk") or not val.get("im"):
-            return
-        ev = evaluate_sbir(
-            torch.cat(val["sk"]),
-            torch.cat(val["sk_y"]),
-            torch.cat(val["im"]),
-            torch.cat(val["im_y"]),
-            similarity=self.similarity,
-            device="cpu",
-        )
-        m_ap = float(ev["metrics"]["mAP@all"])
-        if not np.isfinite(m_ap):
-            return
-        self.log("val/mAP", m_ap, prog_bar=True)
-        if self.trainer.sanity_checking:
+        m_ap = self.log_validation_map()  # logs val/mAP (Euclidean, as the official test)
+        if m_ap is None or self.trainer.sanity_checking:
             return
         if m_ap > self._best_map:  # official: save on improvement, stop after `patience` more
             self._best_map, self._bad_epochs = m_ap, 0

@@ -47,7 +47,7 @@ from zsbench.backbones import (
 from zsbench.errors import ZsbenchError
 from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
-PHOTO = 1
+SKETCH, PHOTO = 0, 1
 
 # ---------------------------------------------------------------------------------------------
 # Losses (pure functions; computed in float32 whatever the autocast dtype)
@@ -76,6 +76,29 @@ def relation_distillation_loss(student: Tensor, teacher: Tensor, tau: float) -> 
     off = ~torch.eye(len(student), dtype=torch.bool, device=student.device)
     kl = (log_t.exp() * (log_t - log_s)).masked_fill(~off, 0.0).sum(-1)
     return kl.mean()
+
+
+def within_domain_relation_loss(
+    student: Tensor, teacher: Tensor, domains: Tensor | None, tau: float
+) -> Tensor:
+    """`relation_distillation_loss` inside each domain of the batch (sketch rows with sketch
+    rows, photo rows with photo rows), weighted by each domain's share of the batch.
+
+    An ImageNet teacher keeps sketches far from photos of their own class (its sketch -> photo
+    mAP is the frozen baseline's), so its cross-domain relations are mostly the domain gap;
+    distilling them over the mixed batch teaches the student to keep that gap. Within a
+    domain the teacher's relations are the inter-class structure RPKD means to preserve.
+    `domains=None`: the whole batch is one group.
+    """
+    if domains is None:
+        return relation_distillation_loss(student, teacher, tau)
+    total = student.float().sum() * 0.0
+    for d in domains.unique():
+        rows = domains == d
+        total = total + relation_distillation_loss(student[rows], teacher[rows], tau) * (
+            rows.float().mean()
+        )
+    return total
 
 
 def contrastive_relation_loss(student_in_teacher: Tensor, teacher: Tensor, tau: float) -> Tensor:
@@ -178,7 +201,9 @@ class Rpkd(RetrievalMethod):
         lambda_ins: float = 1.0,
         lambda_con: float = 1.0,
         lambda_eis: float = 1.0,
-        tau_ins: float = 0.1,
+        tau_ins: float = 1.0,
+        relations: str = "domain",
+        centres: str = "domain",
         tau_con: float = 0.07,
         tau_eis: float = 0.1,
         top_k: int = 10,
@@ -190,6 +215,10 @@ class Rpkd(RetrievalMethod):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if relations not in ("batch", "domain"):
+            raise ZsbenchError(f"rpkd: relations must be 'batch' or 'domain', got {relations!r}.")
+        if centres not in ("photo", "domain"):
+            raise ZsbenchError(f"rpkd: centres must be 'photo' or 'domain', got {centres!r}.")
         self.student, self.backbone_info = create_backbone(backbone, weights)
         set_trainable_stages(self.student, trainable_stages)
         teacher, self.teacher_info = create_backbone(
@@ -203,8 +232,10 @@ class Rpkd(RetrievalMethod):
         self.projection = nn.Linear(d_s, embedding_dim)
         self.classifier = nn.Linear(embedding_dim, num_classes)
         self.to_teacher = nn.Linear(embedding_dim, d_t)  # student -> teacher space (L_con)
-        self.register_buffer("centres", torch.zeros(num_classes, d_t))
+        self.register_buffer("centres", torch.zeros(num_classes, d_t))  # photo centres
         self.register_buffer("has_centre", torch.zeros(num_classes, dtype=torch.bool))
+        self.register_buffer("sketch_centres", torch.zeros(num_classes, d_t))
+        self.register_buffer("has_sketch_centre", torch.zeros(num_classes, dtype=torch.bool))
         self.register_buffer("centres_ready", torch.zeros((), dtype=torch.bool))
         self.shared_stages = self._shared_stages() if share_frozen_trunk else None
 
@@ -276,58 +307,93 @@ class Rpkd(RetrievalMethod):
 
     # -- class centres ---------------------------------------------------------------------
     @torch.no_grad()
-    def set_class_centres(self, teacher_embeddings: Tensor, labels: Tensor) -> None:
-        """Fix the centres from teacher embeddings of seen-class photos and their labels."""
-        centres, has = class_centres(
-            F.normalize(teacher_embeddings.float(), dim=-1), labels, self.hparams.num_classes
-        )
-        self.centres.copy_(centres)
-        self.has_centre.copy_(has)
+    def set_class_centres(
+        self, teacher_embeddings: Tensor, labels: Tensor, domains: Tensor | None = None
+    ) -> None:
+        """Fix the centres from teacher embeddings of seen-class items and their labels:
+        photo centres from the photo rows, sketch centres from the sketch rows (`domains`;
+        None: every row is a photo)."""
+        if domains is None:
+            domains = torch.full_like(labels, PHOTO)
+        emb = F.normalize(teacher_embeddings.float(), dim=-1)
+        for domain, centres, has in (
+            (PHOTO, self.centres, self.has_centre),
+            (SKETCH, self.sketch_centres, self.has_sketch_centre),
+        ):
+            rows = domains == domain
+            c, h = class_centres(emb[rows], labels[rows], self.hparams.num_classes)
+            centres.copy_(c)
+            has.copy_(h)
         self.centres_ready.fill_(True)
 
     @torch.no_grad()
     def compute_class_centres(self, loader) -> None:
-        """Centres from the training photos of `loader`: un-augmented, when the loader is a
-        zsbench item loader (its photos are re-read with the evaluation transform), else from
-        the photo rows of its batches as they come."""
+        """Centres from the training items of `loader`: un-augmented, when the loader is a
+        zsbench item loader (its images are re-read with the evaluation transform), else from
+        its batches as they come. Sketches are embedded only when `centres="domain"`."""
         from zsbench.datamodules.base import ItemDataset
 
+        domains = (PHOTO, SKETCH) if self.hparams.centres == "domain" else (PHOTO,)
         ds = getattr(loader, "dataset", None)
         if isinstance(ds, ItemDataset) and ds.dm.features is None:
-            photos = [int(i) for i in ds.indices if ds.dm.items[int(i)].domain == PHOTO]
+            keep = [int(i) for i in ds.indices if ds.dm.items[int(i)].domain in domains]
             loader = torch.utils.data.DataLoader(
-                ItemDataset(ds.dm, np.array(photos, dtype=np.int64), train=False),
+                ItemDataset(ds.dm, np.array(keep, dtype=np.int64), train=False),
                 batch_size=ds.dm.eval_batch_size,
                 shuffle=False,
                 num_workers=ds.dm.num_workers,
             )
-        embs, labels = [], []
+        embs, labels, doms = [], [], []
         for batch in loader:
-            keep = batch["domain"] == PHOTO
+            keep = sum(batch["domain"] == d for d in domains).bool()
             if keep.any():
                 images = batch["image"][keep].to(self.device)
                 embs.append(self.teacher_forward(images).float())
                 labels.append(batch["label"][keep].to(self.device))
-        if not embs:
+                doms.append(batch["domain"][keep].to(self.device))
+        if not embs or not bool((torch.cat(doms) == PHOTO).any()):
             raise ZsbenchError("RPKD needs seen-class training photos to compute class centres.")
-        self.set_class_centres(torch.cat(embs), torch.cat(labels))
+        self.set_class_centres(torch.cat(embs), torch.cat(labels), torch.cat(doms))
 
     def on_train_start(self) -> None:
         if not bool(self.centres_ready):
             self.compute_class_centres(self.trainer.train_dataloader)
 
     # -- training --------------------------------------------------------------------------
-    def losses(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """Every loss term on one batch of images, and their weighted sum under 'loss'."""
+    def embedding_induced(self, logits: Tensor, t: Tensor, domains: Tensor | None) -> Tensor:
+        """L_eis against the photo centres (`centres="photo"`, or no domains given), or each
+        row against the centres of its own domain (`centres="domain"`), batch-weighted."""
+        hp = self.hparams
+        if hp.centres == "photo" or domains is None:
+            return embedding_induced_loss(
+                logits, t, self.centres, self.has_centre, hp.top_k, hp.tau_eis
+            )
+        total = logits.float().sum() * 0.0
+        for domain, centres, has in (
+            (PHOTO, self.centres, self.has_centre),
+            (SKETCH, self.sketch_centres, self.has_sketch_centre),
+        ):
+            rows = domains == domain
+            if rows.any() and has.any():
+                loss = embedding_induced_loss(
+                    logits[rows], t[rows], centres, has, hp.top_k, hp.tau_eis
+                )
+                total = total + loss * rows.float().mean()
+        return total
+
+    def losses(
+        self, images: Tensor, labels: Tensor, domains: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Every loss term on one batch of images (`domains`: 0 sketch, 1 photo per row; None
+        treats the batch as one domain), and their weighted sum under 'loss'."""
         hp = self.hparams
         z, logits, t = self.student_and_teacher(images)
+        rel_domains = domains if hp.relations == "domain" else None
         out = {
             "cls": F.cross_entropy(logits.float(), labels),
-            "ins": relation_distillation_loss(z, t, hp.tau_ins),
+            "ins": within_domain_relation_loss(z, t, rel_domains, hp.tau_ins),
             "con": contrastive_relation_loss(self.to_teacher(z), t, hp.tau_con),
-            "eis": embedding_induced_loss(
-                logits, t, self.centres, self.has_centre, hp.top_k, hp.tau_eis
-            ),
+            "eis": self.embedding_induced(logits, t, domains),
         }
         out["loss"] = (
             hp.lambda_cls * out["cls"]
@@ -344,7 +410,7 @@ class Rpkd(RetrievalMethod):
                 "RPKD: class centres are not set; call compute_class_centres(loader) or "
                 "set_class_centres(...) before training outside a Lightning Trainer."
             )
-        out = self.losses(batch["image"], batch["label"])
+        out = self.losses(batch["image"], batch["label"], batch["domain"])
         n = len(batch["label"])
         for key, value in out.items():
             self.log(f"train/{key}", value, prog_bar=key in ("loss", "acc"), batch_size=n)
@@ -354,6 +420,10 @@ class Rpkd(RetrievalMethod):
         z, logits = self.student_forward(batch["image"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         self.log("val/acc", acc, prog_bar=True, batch_size=len(logits))
+        self.collect_validation(batch)  # seen-class retrieval: the learning curve (val/mAP)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_validation_map()
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -282,6 +282,7 @@ class SketchGCN(RetrievalMethod):
         return total
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        self.collect_validation(batch)  # seen-class retrieval: the learning curve (val/mAP)
         sk = batch["domain"] == 0
         f = torch.empty(len(sk), self.hparams.embedding_dim, device=self.device)
         if sk.any():
@@ -299,6 +300,9 @@ class SketchGCN(RetrievalMethod):
             batch_size=n,
         )
         return out["loss"]
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_validation_map()
 
     def configure_optimizers(self):
         backbone = {id(p) for n in (self.sketch_net, self.photo_net) for p in n.parameters()}

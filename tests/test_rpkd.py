@@ -15,6 +15,7 @@ from zsbench.methods.rpkd import (
     contrastive_relation_loss,
     embedding_induced_loss,
     relation_distillation_loss,
+    within_domain_relation_loss,
 )
 
 
@@ -39,6 +40,27 @@ def test_relation_loss_is_zero_when_student_equals_teacher():
     # relations are cosine: a rescaled copy has the same relations
     assert relation_distillation_loss(3 * t, t, 0.1).item() == pytest.approx(0.0, abs=1e-6)
     assert relation_distillation_loss(torch.randn(10, 4), t, 0.1).item() > 1e-3
+
+
+def test_within_domain_relations_ignore_cross_domain_relations():
+    torch.manual_seed(0)
+    t = torch.randn(12, 6)
+    domains = torch.tensor([0, 1] * 6)
+    # the student keeps each domain's relations but moves the photos far from the sketches
+    s = t.clone()
+    s[domains == 1] = -t[domains == 1]  # negating one domain keeps its internal cosines
+    assert within_domain_relation_loss(s, t, domains, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert relation_distillation_loss(s, t, 1.0).item() > 1e-2  # the batch-wide reading differs
+    # each domain weighted by its share of the batch
+    other = torch.randn(12, 4)
+    expected = sum(
+        relation_distillation_loss(other[domains == d], t[domains == d], 1.0) * 0.5 for d in (0, 1)
+    )
+    got = within_domain_relation_loss(other, t, domains, 1.0)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert within_domain_relation_loss(other, t, None, 1.0).item() == pytest.approx(
+        relation_distillation_loss(other, t, 1.0).item()
+    )
 
 
 def test_contrastive_loss_closed_form_and_decreases_when_aligned():
@@ -89,7 +111,7 @@ def test_embedding_induced_loss_closed_form():
 # -- the model ------------------------------------------------------------------------------
 
 
-def test_compute_class_centres_uses_photos_only(model):
+def test_compute_class_centres_per_domain(model):
     images = _images(6)
     batch = {
         "image": images,
@@ -98,11 +120,32 @@ def test_compute_class_centres_uses_photos_only(model):
         "index": torch.arange(6),
     }
     model.compute_class_centres([batch])
-    t = F.normalize(model.teacher_forward(images[:3]), dim=-1)
-    assert torch.allclose(model.centres[0], t[:2].mean(0), atol=1e-6)
+    t = F.normalize(model.teacher_forward(images), dim=-1)
+    assert torch.allclose(model.centres[0], t[:2].mean(0), atol=1e-6)  # photos only
     assert torch.allclose(model.centres[1], t[2], atol=1e-6)
     assert model.has_centre.tolist() == [True, True, False, False]
+    assert torch.allclose(model.sketch_centres[1], t[3], atol=1e-6)  # sketches only
+    assert torch.allclose(model.sketch_centres[2], t[4], atol=1e-6)
+    assert torch.allclose(model.sketch_centres[0], t[5], atol=1e-6)
+    assert model.has_sketch_centre.tolist() == [True, True, True, False]
     assert bool(model.centres_ready)
+
+
+def test_embedding_induced_uses_each_domains_centres(model):
+    torch.manual_seed(0)
+    d_t = model.teacher_info.feature_dim
+    emb, labels = torch.randn(8, d_t), torch.arange(8) % 4
+    domains = torch.tensor([0, 1] * 4)
+    model.set_class_centres(emb, labels, domains)
+    t, logits = torch.randn(6, d_t), torch.randn(6, 4)
+    rows = torch.tensor([0, 0, 1, 1, 1, 1])
+    k, tau = model.hparams.top_k, model.hparams.tau_eis
+    sk = embedding_induced_loss(
+        logits[:2], t[:2], model.sketch_centres, model.has_sketch_centre, k, tau
+    )
+    ph = embedding_induced_loss(logits[2:], t[2:], model.centres, model.has_centre, k, tau)
+    got = model.embedding_induced(logits, t, rows)
+    assert got.item() == pytest.approx((sk * 2 / 6 + ph * 4 / 6).item(), rel=1e-5)
 
 
 def test_forward_backward_gradients_and_frozen_teacher(model):
