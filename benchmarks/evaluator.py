@@ -11,6 +11,11 @@ Compared, in one run:
   (c)      one plain torch.sort of the full Q x G score matrix (sort only, no matmul)
 (a) and (b) are timed on a subset of queries and extrapolated linearly (said in the output).
 
+Fair timing: every contender's imports (sklearn.metrics, torchmetrics.retrieval) and one
+untimed call of each happen before the first timed region, and every contender is timed as
+the best of --repeats runs. Exit status 1 when a target is missed (or the check against
+sklearn fails); --quick (CI) checks only the size-independent targets (see README).
+
 Memory: peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs before each
 measurement) minus the RSS just before it, i.e. the peak *beyond* the inputs that already
 exist; on CUDA, torch.cuda.max_memory_allocated minus the memory allocated before.
@@ -138,6 +143,24 @@ def torchmetrics_map(scores: torch.Tensor, rel: torch.Tensor) -> float:
     return float(metric.compute())
 
 
+def warm_up(q, ql, g, gl, device) -> None:
+    """Import every contender and call each once, untimed, on a small slice: no timed region
+    pays for a first import, lazy initialisation or an allocator's first growth."""
+    import sklearn.metrics  # noqa: F401
+    import torchmetrics.retrieval  # noqa: F401
+
+    n = min(50, len(q))
+    for name in METRIC_SPECS:
+        evaluate_sbir(q[:n], ql[:n], g, gl, spec=name, device=device)
+    s = similarity_matrix(q[:n], g, "cosine")
+    torch.sort(s, dim=1, descending=True)
+    s, rel = s[:4].cpu(), (ql[:4, None] == gl[None]).cpu()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sklearn_loop(s.numpy(), rel.numpy())
+    torchmetrics_map(s, rel)
+
+
 # --------------------------------------------------------------------------------------- main
 
 
@@ -160,7 +183,7 @@ def main(argv=None) -> int:
         "--repeats",
         type=int,
         default=3,
-        help="zsbench and torch.sort: best wall time of this many runs",
+        help="every contender: best wall time of this many runs",
     )
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument(
@@ -199,15 +222,14 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
     }
 
-    # warm-up (allocator, BLAS threads) on a slice
-    evaluate_sbir(q[:50], ql[:50], g, gl, device=device)
+    # imports and one untimed call of every contender before any timed region
+    warm_up(q, ql, g, gl, device)
+    reps = args.repeats
 
     # zsbench, default spec
-    res, t_zs, mem_zs = _timed(
-        lambda: evaluate_sbir(q, ql, g, gl, device=device), device, args.repeats
-    )
+    res, t_zs, mem_zs = _timed(lambda: evaluate_sbir(q, ql, g, gl, device=device), device, reps)
     print(
-        f"\n[zsbench] evaluate_sbir(spec='default'): {t_zs:.3f} s (best of {args.repeats}), "
+        f"\n[zsbench] evaluate_sbir(spec='default'): {t_zs:.3f} s (best of {reps}), "
         f"peak +{mem_zs.peak / GIB:.3f} GiB ({mem_zs.how})"
     )
     for k in ("mAP@all", "mAP@200", "P@100", "P@200"):
@@ -221,7 +243,9 @@ def main(argv=None) -> int:
     for name in METRIC_SPECS:
         if name == "default":
             continue
-        _, t, m = _timed(lambda n=name: evaluate_sbir(q, ql, g, gl, spec=n, device=device), device)
+        _, t, m = _timed(
+            lambda n=name: evaluate_sbir(q, ql, g, gl, spec=n, device=device), device, reps
+        )
         spec_times[name] = {"seconds": t, "peak_bytes": m.peak}
     print(
         "          other specs: "
@@ -230,14 +254,14 @@ def main(argv=None) -> int:
     out["zsbench_specs"] = spec_times
 
     # (c) one plain torch.sort of the full score matrix (sort only)
-    scores, t_mm, _ = _timed(lambda: similarity_matrix(q, g, "cosine"), device, args.repeats)
+    scores, t_mm, _ = _timed(lambda: similarity_matrix(q, g, "cosine"), device, reps)
     print(f"\n[scores] full {n_q}x{n_g} cosine score matrix (the references' input): {t_mm:.3f} s")
     _, t_sort, mem_sort = _timed(
-        lambda s=scores: torch.sort(s, dim=1, descending=True), device, args.repeats
+        lambda s=scores: torch.sort(s, dim=1, descending=True), device, reps
     )
     print(
         f"\n[c] torch.sort of the full {n_q}x{n_g} score matrix (sort only, no matmul, no "
-        f"metric): {t_sort:.3f} s (best of {args.repeats}), peak +{mem_sort.peak / GIB:.3f} GiB"
+        f"metric): {t_sort:.3f} s (best of {reps}), peak +{mem_sort.peak / GIB:.3f} GiB"
     )
     out["torch_sort"] = {"seconds": t_sort, "peak_bytes": mem_sort.peak}
 
@@ -251,18 +275,19 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         aps, t_sk, _ = _timed(
-            lambda: sklearn_loop(s_sub.numpy(), rel_sub.numpy()), torch.device("cpu")
+            lambda: sklearn_loop(s_sub.numpy(), rel_sub.numpy()), torch.device("cpu"), reps
         )
-    tm_map, t_tm, _ = _timed(lambda: torchmetrics_map(s_sub, rel_sub), torch.device("cpu"))
+    tm_map, t_tm, _ = _timed(lambda: torchmetrics_map(s_sub, rel_sub), torch.device("cpu"), reps)
     sub_res = evaluate_sbir(q[sub], ql[sub], g, gl, device=device)
     diff_sk = abs(sub_res["metrics"]["mAP@all"] - float(np.mean(aps)))
     diff_tm = abs(sub_res["metrics"]["mAP@all"] - tm_map)
     print(
-        f"\n[a] sklearn average_precision_score loop: {t_sk:.3f} s on {n_ref} queries -> "
+        f"\n[a] sklearn average_precision_score loop: {t_sk:.3f} s (best of {reps}) on {n_ref} "
+        f"queries -> "
         f"{t_sk * scale:.1f} s extrapolated to {n_q} (mAP@all only, scores precomputed)"
     )
     print(
-        f"[b] torchmetrics RetrievalMAP: {t_tm:.3f} s on {n_ref} queries -> "
+        f"[b] torchmetrics RetrievalMAP: {t_tm:.3f} s (best of {reps}) on {n_ref} queries -> "
         f"{t_tm * scale:.1f} s extrapolated to {n_q} (mAP@all only, scores precomputed)"
     )
     print(
@@ -292,23 +317,45 @@ def main(argv=None) -> int:
         "\nratios (reference time / zsbench time; zsbench computes 4 metrics, the references "
         "1 or 0):"
     )
-    print(f"  vs sklearn loop      {r_sk:7.1f}x  (target >= 10x)  {'OK' if r_sk >= 10 else 'MISS'}")
-    print(f"  vs torchmetrics      {r_tm:7.1f}x  (target >= 15x)  {'OK' if r_tm >= 15 else 'MISS'}")
-    print(
-        f"  vs plain torch.sort  {r_sort:7.2f}x  (target >= 1x)   {'OK' if r_sort >= 1 else 'MISS'}"
-    )
+    # (what, value, target, checked at --quick size too): the sort and memory targets depend
+    # on the size (per-class overhead dominates a 300 x 3,000 run), the others do not
+    targets = [
+        ("vs sklearn loop", r_sk, 10.0, True),
+        ("vs torchmetrics", r_tm, 15.0, True),
+        ("vs plain torch.sort", r_sort, 1.0, False),
+    ]
+    misses = []
+    for what, value, target, always in targets:
+        checked = always or not args.quick
+        ok = value >= target
+        verdict = ("OK" if ok else "MISS") if checked else "(not checked at --quick size)"
+        print(f"  {what:<20} {value:7.2f}x  (target >= {target:g}x)  {verdict}")
+        if checked and not ok:
+            misses.append(what)
     peak_ok = mem_zs.peak <= 0.5 * GIB
+    verdict = ("OK" if peak_ok else "MISS") if not args.quick else "(not checked at --quick size)"
     print(
         f"  zsbench peak memory beyond inputs {mem_zs.peak / GIB:.3f} GiB (target <= 0.5 GiB)  "
-        f"{'OK' if peak_ok else 'MISS'}"
+        + verdict
     )
-    ok = diff_sk < 1e-5
-    print(f"  zsbench mAP@all == sklearn on the subset (|diff| < 1e-5): {'OK' if ok else 'FAIL'}")
+    if not args.quick and not peak_ok:
+        misses.append("peak memory")
+    exact = diff_sk < 1e-5 and diff_tm < 1e-5
+    print(
+        "  zsbench mAP@all == sklearn and torchmetrics on the subset (|diff| < 1e-5): "
+        f"{'OK' if exact else 'FAIL'}"
+    )
+    if not exact:
+        misses.append("mAP@all check")
     out["ratios"] = {"sklearn": r_sk, "torchmetrics": r_tm, "torch_sort": r_sort}
     out["score_matrix_seconds"] = t_mm
+    out["repeats"] = reps
+    out["missed"] = misses
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
-    return 0 if ok else 1
+    if misses:
+        print(f"\nMISSED: {', '.join(misses)}")
+    return 1 if misses else 0
 
 
 if __name__ == "__main__":

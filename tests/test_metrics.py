@@ -180,6 +180,7 @@ def test_per_query_ap_sklearn_many_tie_patterns():
         assert float(per_query_ap(s, rel)[0]) == pytest.approx(_sk_ap(rel, s), abs=1e-12)
 
 
+@pytest.mark.slow  # importing torchmetrics takes ~10 s
 def test_map_equals_torchmetrics_on_positive_scores():
     from torchmetrics.retrieval import RetrievalMAP
 
