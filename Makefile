@@ -31,7 +31,7 @@ SYSTEM_NEEDS := /usr/share/wordnet/data.noun:wordnet-base /usr/share/wordnet/ind
   chromium:chromium slurmctld:slurm-wlm slurmdbd:slurmdbd munged:munge mariadbd:mariadb-server
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages slurm-up slurm-down bench sweep regress regress-update leaderboard report test lint format benchmark-evaluator clean
+.PHONY: help install system-packages slurm-up slurm-down bench sweep regress regress-update mutate leaderboard report test lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ lint: $(STAMP) ## ruff check + format check
 format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+mutate: $(STAMP) ## mutation testing of the metric core (mutmut); report in mutants/report.md; MUTATE_ARGS="--sample 300"
+	$(PY) tests/mutate.py $(MUTATE_ARGS)
 
 benchmark-evaluator: $(STAMP) ## evaluator speed/memory vs sklearn, torchmetrics and a full sort
 	$(PY) benchmarks/evaluator.py

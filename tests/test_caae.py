@@ -10,7 +10,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import zsbench.methods.caae  # noqa: F401  (registers "caae")
-from zsbench.cli import main
 from zsbench.config import signature_defaults
 from zsbench.methods.caae import CAAE, discriminator_loss, generator_loss
 from zsbench.methods.cvae import FeatureGenerator
@@ -106,12 +105,3 @@ def test_manual_optimisation_training_lowers_the_reconstruction_loss():
     m.eval()
     q = m.encode_query({"feature": data.sketch[:3]})
     assert q.shape == (3, 12) and torch.isfinite(q).all()
-
-
-def test_bench_fast_dev_run(tmp_path, tiny):
-    args = ["bench", "--method", "caae", "--dataset", "synthetic", "--results-dir", str(tmp_path)]
-    args += ["--no-progress", *[x for o in tiny for x in ("--set", o)]]
-    args += ["--set", "trainer.fast_dev_run=true", "--set", "model.hidden_dim=32"]
-    args += ["--set", "model.latent_dim=8", "--set", "model.disc_hidden_dim=8"]
-    args += ["--set", "model.n_samples=4"]
-    assert main(args) == 0

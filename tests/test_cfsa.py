@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 import zsbench.methods.cfsa  # noqa: F401  (registers "cfsa")
-from zsbench.cli import main
 from zsbench.methods.cfsa import Cfsa, gradient_penalty
 
 FEAT, CLASSES, SEM = 16, 4, 8
@@ -93,10 +92,27 @@ def test_losses_finite_and_gradients_reach_the_right_networks():
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.generators.parameters())
 
 
-def test_regression_of_exact_class_embeddings_is_zero():
+def test_regression_terms_vanish_when_the_regressors_hit_the_class_embeddings():
+    """Features that are one-hot class codes and linear regressors whose columns are the class
+    embeddings: real and synthetic regression terms are 0; one wrong label makes them > 0."""
     model = make_model()
-    a = model.class_emb[torch.tensor([0, 1])]
-    assert ((a - a).pow(2).sum(-1).mean()).item() == 0.0  # the loss form used for R and cycle
+    onehot = torch.eye(CLASSES, FEAT)
+    for d in ("sketch", "photo"):
+        lin = nn.Linear(FEAT, SEM, bias=False)
+        with torch.no_grad():
+            lin.weight.zero_()
+            lin.weight[:, :CLASSES] = model.class_emb.T
+        model.regressors[d] = lin
+    label = torch.tensor([0, 1, 2, 3, 1])
+    batch = {"sketch": onehot[label], "photo": onehot[label], "label": label}
+    fakes = {d: onehot[label] for d in ("sketch", "photo")}
+    out = model.regressor_loss(batch, fakes)
+    assert out["regression"].item() == pytest.approx(0.0, abs=1e-10)
+    assert out["synthetic"].item() == pytest.approx(0.0, abs=1e-10)
+    wrong = dict(batch, label=torch.tensor([1, 1, 2, 3, 1]))
+    a0, a1 = model.class_emb[0], model.class_emb[1]
+    expected = 2 * (a0 - a1).pow(2).sum().item() / 5  # one item of five, in both domains
+    assert model.regressor_loss(wrong, fakes)["regression"].item() == pytest.approx(expected)
     items = {
         "feature": torch.rand(5, FEAT),
         "label": torch.zeros(5).long(),
@@ -126,10 +142,3 @@ def test_short_training_lowers_regression_loss(one_thread):
         opt_r.step()
     last = model.regressor_loss(batch, model.generator_loss(batch)[1])["regression"].item()
     assert last < 0.5 * first
-
-
-def test_bench_fast_dev_run(tmp_path, tiny):
-    args = ["bench", "--method", "cfsa", "--dataset", "synthetic"]
-    args += ["--results-dir", str(tmp_path), "--no-progress"]
-    args += [x for o in tiny for x in ("--set", o)] + ["--set", "trainer.fast_dev_run=true"]
-    assert main(args) == 0

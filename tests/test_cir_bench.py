@@ -256,7 +256,6 @@ def test_pic2word_run_writes_cir_result_extras_and_leaderboard_row(tmp_path):
     assert rec["status"] == "ok" and rec["spec"]["name"] == "circo"
     m = rec["metrics"]
     assert set(m) == {f"mAP@{k}" for k in (5, 10, 25, 50)} | {f"R@{k}" for k in (5, 10, 25, 50)}
-    assert all(0 <= v <= 1 for v in m.values())
     assert m["R@50"] >= m["R@25"] >= m["R@10"] >= m["R@5"]
     assert rec["n_queries"] == rec["split_manifest"]["counts"]["query"] > 0
     assert rec["backbone"]["pretrained_on"] == "random" and rec["n_train_items"] > 0

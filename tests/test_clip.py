@@ -208,4 +208,3 @@ def test_clip_zeroshot_bench_fast_dev_run(tmp_path, tiny):
     assert rec["backbone"]["weights_sha256"] == sha256_file(
         tiny_clip_folder() / "model.safetensors"
     )
-    assert 0.0 <= rec["metrics"]["mAP@all"] <= 1.0

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import zsbench.methods.cvae  # noqa: F401  (registers "cvae")
-from zsbench.cli import main
 from zsbench.config import signature_defaults
 from zsbench.methods.cvae import CVAE, FeatureGenerator, feature_mse, kl_standard_normal
 
@@ -146,11 +145,3 @@ def test_short_training_lowers_the_loss():
         loss.backward()
         opt.step()
     assert total_loss() < 0.5 * before
-
-
-def test_bench_fast_dev_run(tmp_path, tiny):
-    args = ["bench", "--method", "cvae", "--dataset", "synthetic", "--results-dir", str(tmp_path)]
-    args += ["--no-progress", *[x for o in tiny for x in ("--set", o)]]
-    args += ["--set", "trainer.fast_dev_run=true", "--set", "model.hidden_dim=32"]
-    args += ["--set", "model.latent_dim=8", "--set", "model.n_samples=4"]
-    assert main(args) == 0

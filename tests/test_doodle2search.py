@@ -211,15 +211,6 @@ def test_bad_schedule_name_fails():
         small_method(domain_schedule="iteration")
 
 
-def test_bench_fast_dev_run(tmp_path, tiny):
-    from zsbench.cli import main
-
-    name = "doodle2search"
-    args = ["bench", "--method", name, "--dataset", "synthetic", "--results-dir", str(tmp_path)]
-    args += ["--no-progress", *[x for o in tiny for x in ("--set", o)]]
-    assert main([*args, "--set", "trainer.fast_dev_run=true"]) == 0
-
-
 def test_frozen_stages_keep_their_batchnorm_statistics_in_training():
     """Frozen BatchNorms stay in eval mode (running stats untouched by a training step);
     BatchNorms of the trained stages follow the module's mode."""

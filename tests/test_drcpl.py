@@ -247,4 +247,3 @@ def test_bench_fast_dev_run(tmp_path, tiny):
     assert rec["status"] == "fast_dev_run"
     assert rec["backbone"]["pretrained_on"] == "random"
     assert tuple(rec["backbone"]["mean"]) == IMAGENET_MEAN
-    assert 0.0 <= rec["metrics"]["mAP@all"] <= 1.0

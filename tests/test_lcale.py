@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import zsbench.methods.lcale  # noqa: F401  (registers "lcale")
-from zsbench.cli import main
 from zsbench.methods.lcale import (
     Lcale,
     gaussian_mmd,
@@ -112,10 +111,3 @@ def test_short_training_lowers_loss(one_thread):
         opt.step()
     torch.manual_seed(1)
     assert model.losses(batch, 1.0)["loss"].item() < 0.7 * first
-
-
-def test_bench_fast_dev_run(tmp_path, tiny):
-    args = ["bench", "--method", "lcale", "--dataset", "synthetic"]
-    args += ["--results-dir", str(tmp_path), "--no-progress"]
-    args += [x for o in tiny for x in ("--set", o)] + ["--set", "trainer.fast_dev_run=true"]
-    assert main(args) == 0

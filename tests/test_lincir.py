@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
 import torch
-from test_cir_bench import TINY_CIR  # one list of tiny CIR overrides
 
 from zsbench.clip import encode_prompts, encode_with_pseudo_tokens
 from zsbench.methods.lincir import Lincir, encode_masked, mask_keywords, noisy_features
@@ -97,27 +95,3 @@ def test_query_uses_phi_of_the_reference_image(model):
     assert q.shape == (2, model.clip.config.projection_dim)
     assert torch.allclose(q.norm(dim=1), torch.ones(2), atol=1e-5)
     assert not torch.allclose(q[0], q[1])  # different images, same text -> different queries
-
-
-def test_bench_fast_dev_run(tmp_path):
-    from zsbench.cli import main
-
-    args = [a for o in TINY_CIR for a in ("--set", o)]
-    rc = main(
-        [
-            "bench",
-            "--method",
-            "lincir",
-            "--dataset",
-            "synthetic-cir",
-            "--results-dir",
-            str(tmp_path),
-            "--no-progress",
-            *args,
-            "--set",
-            "trainer.fast_dev_run=true",
-        ]
-    )
-    assert rc == 0
-    result = json.loads((tmp_path / "cir/synthetic-cir/test/lincir/seed0.json").read_text())
-    assert result["task"] == "cir" and "mAP@5" in result["metrics"]

@@ -219,11 +219,3 @@ def test_short_training_lowers_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
-
-
-def test_bench_fast_dev_run(tmp_path, tiny):
-    from zsbench.cli import main
-
-    args = ["bench", "--method", "rpkd", "--dataset", "synthetic", "--results-dir", str(tmp_path)]
-    args += ["--no-progress", *[x for o in tiny for x in ("--set", o)]]
-    assert main([*args, "--set", "trainer.fast_dev_run=true"]) == 0

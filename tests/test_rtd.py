@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
-from test_cir_bench import TINY_CIR  # one list of tiny CIR overrides
 
 from zsbench.errors import ZsbenchError
 from zsbench.methods.rtd import LincirRtd, load_phi_checkpoint, refined_batch
@@ -116,29 +114,3 @@ def test_phi_checkpoint_official_and_lightning_formats(model, tmp_path):
 def test_unknown_base_args_fail_clearly():
     with pytest.raises(ZsbenchError, match="not arguments of lincir"):
         LincirRtd(clip="tiny", base_args={"phi_droput": 0.1})
-
-
-def test_bench_fast_dev_run(tmp_path, monkeypatch):
-    from zsbench.cli import main
-
-    args = [a for o in TINY_CIR for a in ("--set", o)]
-    rc = main(
-        [
-            "bench",
-            "--method",
-            "lincir+rtd",
-            "--dataset",
-            "synthetic-cir",
-            "--results-dir",
-            str(tmp_path),
-            "--no-progress",
-            *args,
-            "--set",
-            "model.base_epochs=1",
-            "--set",
-            "trainer.fast_dev_run=true",
-        ]
-    )
-    assert rc == 0
-    result = json.loads((tmp_path / "cir/synthetic-cir/test/lincir+rtd/seed0.json").read_text())
-    assert result["task"] == "cir" and "mAP@5" in result["metrics"]

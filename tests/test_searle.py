@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from test_cir_bench import TINY_CIR  # one list of tiny CIR overrides
 
 import zsbench.methods.rtd  # noqa: F401  (registers the +rtd variants)
 from zsbench.errors import ZsbenchError
@@ -78,30 +77,3 @@ def test_one_step_trains_phi_only(model):
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(phi_before, model.phi.parameters()))
     assert all(torch.equal(v, model.clip.state_dict()[k]) for k, v in before.items())
-
-
-@pytest.mark.parametrize("name", ["searle", "searle+rtd", "pic2word+rtd"])
-def test_bench_fast_dev_run(name, tmp_path, monkeypatch):
-    from zsbench.cli import main
-
-    args = [a for o in TINY_CIR for a in ("--set", o)]
-    extra = ["--set", "model.base_epochs=1"] if name.endswith("+rtd") else []
-    rc = main(
-        [
-            "bench",
-            "--method",
-            name,
-            "--dataset",
-            "synthetic-cir",
-            "--results-dir",
-            str(tmp_path),
-            "--no-progress",
-            *args,
-            *extra,
-            "--set",
-            "trainer.fast_dev_run=true",
-        ]
-    )
-    assert rc == 0
-    result = json.loads((tmp_path / f"cir/synthetic-cir/test/{name}/seed0.json").read_text())
-    assert result["task"] == "cir" and "mAP@5" in result["metrics"]

@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader
 
 import zsbench.methods.sem_pcyc as sp
-from zsbench.cli import main
 from zsbench.errors import ZsbenchError
 
 C, D, S = 4, 16, 8  # classes, feature dim, semantic dim
@@ -164,11 +163,3 @@ def test_short_training_lowers_the_generator_losses_and_fits_itq():
     assert after["ae"] < 0.8 * before["ae"]
     assert after["gen_cyc"] < before["gen_cyc"] and after["gen_reg"] < before["gen_reg"]
     assert bool(m.itq_fitted)  # learnt in on_train_end from the training pairs
-
-
-@pytest.mark.parametrize("name", ["sem-pcyc", "sem-pcyc-binary"])
-def test_bench_fast_dev_run(tmp_path, tiny, name, wordnet_dir):
-    overrides = [x for o in tiny for x in ("--set", o)]
-    args = ["bench", "--method", name, "--dataset", "synthetic", "--results-dir", str(tmp_path)]
-    args += ["--no-progress", *overrides, "--set", "trainer.fast_dev_run=true"]
-    assert main(args) == 0

@@ -155,12 +155,3 @@ def test_encoders_give_unit_embeddings():
     for z in (model.encode_query({"image": x}), model.encode_gallery({"image": x})):
         assert z.shape == (3, 32)
         torch.testing.assert_close(z.norm(dim=-1), torch.ones(3))
-
-
-def test_bench_fast_dev_run(tmp_path, tiny):
-    from zsbench.cli import main
-
-    args = ["bench", "--method", "sketchgcn", "--dataset", "synthetic"]
-    args += ["--results-dir", str(tmp_path), "--no-progress"]
-    args += [x for o in tiny for x in ("--set", o)]
-    assert main([*args, "--set", "trainer.fast_dev_run=true"]) == 0
