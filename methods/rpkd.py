@@ -181,8 +181,14 @@ class Rpkd(RetrievalMethod):
             "fine-tuning, 224 px, 20 epochs, batch 40).",
             "Batches are random seen-class items of both domains, not SAKE's 1/3 sketches + "
             "2/3 photos from separate loaders.",
-            "Class centres come from the un-augmented training photos (teacher, once, at the "
+            "Class centres come from the un-augmented training items (teacher, once, at the "
             "start of training).",
+            "Relations and centres per domain (relations='domain', centres='domain', "
+            "tau_ins=1.0; the paper's reading: one batch, photo centres, tau 0.1 = "
+            "relations='batch', centres='photo', tau_ins=0.1): an ImageNet teacher's "
+            "sketch-photo relations are mostly the domain gap, and distilling them over mixed "
+            "batches kept the student at the frozen line on sketchy21-mini (0.293 vs 0.291); "
+            "within each domain they carry the inter-class structure (0.355, seed 0).",
         ),
     )
     similarity = "cosine"
