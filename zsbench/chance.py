@@ -38,3 +38,27 @@ def chance_metrics(query_labels, gallery_labels) -> dict[str, float]:
     for k in (100, 200):
         out[f"P@{k}"] = float(np.mean([counts[q] / n * min(k, n) / k for q in labels]))
     return out
+
+
+def random_map_spread(query_labels, gallery_labels, draws: int = 200, seed: int = 0) -> float:
+    """Standard deviation of the mean-over-queries AP of a uniformly random ranking.
+
+    By simulation (`draws` random rankings, seeded): the scale of what luck alone moves a
+    chance-level mAP@all by on this query/gallery set, used to set test and gate margins.
+    """
+    q = np.asarray(query_labels)
+    g = np.asarray(gallery_labels)
+    q = q[np.isin(q, g)]
+    if not len(q):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    rel = q[:, None] == g[None, :]  # [Q, G]
+    n_rel = rel.sum(1)
+    means = []
+    for _ in range(draws):
+        order = rng.permuted(np.tile(np.arange(len(g)), (len(q), 1)), axis=1)
+        hits = np.take_along_axis(rel, order, 1)
+        ranks = np.arange(1, len(g) + 1)
+        prec = np.cumsum(hits, 1) / ranks
+        means.append(float(((prec * hits).sum(1) / n_rel).mean()))
+    return float(np.std(means, ddof=1))

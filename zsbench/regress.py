@@ -1,10 +1,16 @@
 """Regression checks: every method on small subsets with fixed budgets, against a baseline.
 
 `benchmarks/regression/config.yaml` names the datasets (with their subset/budget overrides),
-per-method overrides and per-metric tolerances; `benchmarks/regression/baseline.csv` holds the
-expected values (one row per method, dataset, metric). A metric regresses when it falls more
-than its tolerance below the baseline; a missing baseline row, a failed run and a dataset that
-is not there (`needs_data`) are reported too. Runs are in-process `bench` calls into a scratch
+per-method overrides and the tolerance rule; `benchmarks/regression/baseline.csv` holds, per
+(method, dataset, metric), the expected value, its tolerance and the chance level. The gate is
+two-sided: a metric that moves more than its tolerance in either direction fails (a gain must
+be accepted with `zsbench regress --update`, so it shows in the diff; a leak that inflates
+scores is caught like a broken loss). Tolerances come from the seed-to-seed spread measured
+when the baseline is written (`calibration_seeds`), never below a floor; a baseline row must sit
+above its chance level by a margin (3 random-ranking standard deviations) unless the config
+declares the method `at_chance` with the reason. A failed run, a missing baseline row and a
+real-data reader or set-up error are failures; only an absent data root (`needs_data` without
+ZSBENCH_DATA) skips. Runs are in-process `bench` calls into a scratch
 results folder, always overwritten, so the check measures the code as it is now. They use one
 torch thread: training results change with the thread count (reduction order), and a baseline
 must not depend on the machine's core count; for the same reason they keep their own cache
@@ -35,19 +41,31 @@ COLUMNS = ["method", "dataset", "metric", "baseline", "value", "tolerance", "sta
 
 @dataclasses.dataclass
 class RegressConfig:
-    tolerance: dict[str, float]
+    tolerance: dict[str, float]  # per metric: the floor of a tolerance
     seed: int
     datasets: dict[str, dict]
     methods: dict[str, list[str]]
+    calibration_seeds: tuple[int, ...] = (0, 1, 2)
+    spread_factor: float = 3.0  # tolerance = max(floor, factor x seed-to-seed std)
+    at_chance: dict[str, str] = dataclasses.field(default_factory=dict)  # method -> reason
 
     @classmethod
     def load(cls, path: Path) -> RegressConfig:
         if not Path(path).is_file():
             raise ZsbenchError(f"Regression config {path} does not exist.")
         raw = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(raw) - {"tolerance", "seed", "datasets", "methods"}
+        known = {
+            "tolerance",
+            "seed",
+            "datasets",
+            "methods",
+            "calibration_seeds",
+            "spread_factor",
+            "at_chance",
+        }
+        unknown = set(raw) - known
         if unknown:
-            raise ZsbenchError(f"{path}: unknown keys {sorted(unknown)}.")
+            raise ZsbenchError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}.")
         if not raw.get("tolerance") or not raw.get("datasets"):
             raise ZsbenchError(f"{path} needs `tolerance` and `datasets` sections.")
         return cls(
@@ -55,17 +73,22 @@ class RegressConfig:
             seed=int(raw.get("seed", 0)),
             datasets=raw["datasets"],
             methods=raw.get("methods") or {},
+            calibration_seeds=tuple(int(x) for x in raw.get("calibration_seeds", (0, 1, 2))),
+            spread_factor=float(raw.get("spread_factor", 3.0)),
+            at_chance={str(k): str(v) for k, v in (raw.get("at_chance") or {}).items()},
         )
 
 
-def _data_available(dataset: str, overrides: list[str]) -> bool:
-    """Whether a `needs_data` dataset can be set up here (real data present)."""
-    try:
-        dm = DATASETS.get(dataset)(**_dataset_kwargs(overrides))
-        dm.setup()
-        return True
-    except ZsbenchError:
-        return False
+def _data_root_missing(dataset: str, overrides: list[str]) -> str | None:
+    """Why a `needs_data` dataset is skipped (no data root configured or present), else None.
+    Anything else that goes wrong setting it up is a failure of its reader, not a skip."""
+    kwargs = _dataset_kwargs(overrides)
+    root = kwargs.get("root") or os.environ.get("ZSBENCH_DATA")
+    if not root:
+        return "ZSBENCH_DATA is not set"
+    if not Path(root).expanduser().is_dir():
+        return f"data root {root} does not exist"
+    return None
 
 
 def _dataset_kwargs(overrides: list[str]) -> dict:
@@ -115,11 +138,11 @@ def _run_checks(config, methods, datasets, results, progress) -> dict[tuple[str,
         if spec is None:
             raise ZsbenchError(f"Dataset {dataset!r} is not in the regression config.")
         overrides = list(spec.get("overrides") or [])
-        task = DATASETS.get(dataset).task
-        todo = [m for m in names if METHODS.get(m).metadata.task == task]
-        if spec.get("needs_data") and not _data_available(dataset, overrides):
+        task = DATASETS.info(dataset).task
+        todo = [m for m in names if METHODS.info(m).task == task]
+        if spec.get("needs_data") and (why := _data_root_missing(dataset, overrides)):
             for m in todo:
-                out[(m, dataset)] = {"skipped": "data not found (set ZSBENCH_DATA)"}
+                out[(m, dataset)] = {"skipped": f"{why} (real data for {dataset})"}
             continue
         for method in todo:
             extra = list(config.methods.get(method) or [])
@@ -132,32 +155,65 @@ def _run_checks(config, methods, datasets, results, progress) -> dict[tuple[str,
                         method,
                         dataset,
                         seed=config.seed,
-                        overrides=[*extra, *overrides],
+                        overrides=[*overrides, *extra],  # the method's win
                         results=results,
                         overwrite=True,
                         progress=False,
                     )
-                out[(method, dataset)] = dict(outcome.record["metrics"])
+                out[(method, dataset)] = _measured(outcome.record)
             except Exception as err:  # a crash is a regression, reported with its cause
                 last = traceback.format_exception_only(type(err), err)[-1].strip()
                 out[(method, dataset)] = {"error": last}
     return out
 
 
+def _measured(record: dict) -> dict:
+    """A run's metrics plus its chance levels and chance margins (`_chance`, `_margin`)."""
+    metrics = dict(record["metrics"])
+    metrics["_chance"] = dict(record.get("chance") or {})
+    metrics["_margin"] = chance_margins(record)
+    return metrics
+
+
+def chance_margins(record: dict) -> dict[str, float]:
+    """3 standard deviations of a random ranking's score, per metric where one is known:
+    SBIR mAP@all (simulated, zsbench.chance.random_map_spread), CIR R@k (binomial)."""
+    from zsbench.chance import random_map_spread
+
+    out: dict[str, float] = {}
+    chance = record.get("chance") or {}
+    if record.get("task") == "sbir" and record.get("per_class"):
+        per = record["per_class"]
+        q = [i for i, c in enumerate(per) for _ in range(per[c]["n_queries"])]
+        g = [i for i, c in enumerate(per) for _ in range(per[c]["n_relevant"])]
+        out["mAP@all"] = 3 * random_map_spread(q, g)
+    for key, p in chance.items():
+        if key.startswith("R@") and record.get("n_queries"):
+            out[key] = 3 * math.sqrt(p * (1 - p) / record["n_queries"])
+    return out
+
+
 def compare(
     measured: dict[tuple[str, str], dict], baseline: pd.DataFrame, tolerance: dict[str, float]
 ) -> pd.DataFrame:
-    """One row per (method, dataset, metric) with status ok / REGRESSED / improved / FAILED /
-    NO BASELINE / skipped."""
+    """One row per (method, dataset, metric) with status ok / REGRESSED / IMPROVED / FAILED /
+    NO BASELINE / skipped. `tolerance`: per-metric floor, used where a baseline row has none."""
     base = {
         (r.method, r.dataset, r.metric): float(r.value) for r in baseline.itertuples(index=False)
     }
+    tols = {}
+    if "tolerance" in baseline:
+        tols = {
+            (r.method, r.dataset, r.metric): float(r.tolerance)
+            for r in baseline.itertuples(index=False)
+        }
     rows = []
     for (method, dataset), metrics in sorted(measured.items()):
         for metric, tol in tolerance.items():
             if metric not in metrics and not ({"error", "skipped"} & set(metrics)):
                 continue  # another task's metric
             expected = base.get((method, dataset, metric), math.nan)
+            tol = tols.get((method, dataset, metric), tol)
             row = dict(method=method, dataset=dataset, metric=metric, baseline=expected)
             row.update(value=math.nan, tolerance=tol)
             if "skipped" in metrics:
@@ -172,7 +228,7 @@ def compare(
                 elif math.isnan(value) or value < expected - tol:
                     row["status"] = "REGRESSED"
                 elif value > expected + tol:
-                    row["status"] = "improved (update the baseline)"
+                    row["status"] = "IMPROVED (accept: zsbench regress --update; review the diff)"
                 else:
                     row["status"] = "ok"
             rows.append(row)
@@ -180,28 +236,73 @@ def compare(
 
 
 def failures(table: pd.DataFrame) -> pd.DataFrame:
-    bad = table["status"].str.startswith(("REGRESSED", "FAILED", "NO BASELINE"))
+    bad = table["status"].str.startswith(("REGRESSED", "IMPROVED", "FAILED", "NO BASELINE"))
     return table[bad]
 
 
-def write_baseline(measured: dict[tuple[str, str], dict], tolerance, path: Path) -> int:
-    """Replace the baseline rows of the measured (method, dataset) pairs; keep the others."""
+def baseline_rows(
+    by_seed: dict[int, dict[tuple[str, str], dict]], config: RegressConfig
+) -> tuple[pd.DataFrame, list[str]]:
+    """Baseline rows from runs at `config.calibration_seeds`: the value at `config.seed`, the
+    tolerance max(floor, spread_factor x std over seeds), the chance level and its margin.
+    Returns (rows, problems): a row below chance + margin is a problem unless its method is
+    declared `at_chance` in the config."""
+    rows, problems = [], []
+    ref = by_seed[config.seed]
+    for (m, d), v in sorted(ref.items()):
+        if "skipped" in v or "error" in v:
+            continue
+        for k, floor in config.tolerance.items():
+            if k not in v:
+                continue
+            values = [
+                float(by_seed[s][(m, d)][k]) for s in by_seed if k in by_seed[s].get((m, d), {})
+            ]
+            spread = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else 0.0
+            tol = max(floor, config.spread_factor * spread)
+            chance = float(v.get("_chance", {}).get(k, math.nan))
+            margin = float(v.get("_margin", {}).get(k, math.nan))
+            value = float(v[k])
+            rows.append(
+                dict(
+                    method=m,
+                    dataset=d,
+                    metric=k,
+                    value=round(value, 6),
+                    tolerance=round(tol, 6),
+                    chance=round(chance, 6),
+                    margin=round(margin, 6),
+                )
+            )
+            if m in config.at_chance or math.isnan(chance + margin):
+                continue
+            if value < chance + margin:
+                problems.append(
+                    f"{m} on {d}: {k} {value:.4f} is not above chance {chance:.4f} + margin "
+                    f"{margin:.4f}, so the gate could not see it collapse to chance. Give it a "
+                    "budget that learns (methods: in the regression config), or declare it "
+                    "`at_chance` with the reason."
+                )
+    return pd.DataFrame(rows, columns=_BASE_COLS), problems
+
+
+def write_baseline(by_seed, config: RegressConfig, path: Path) -> tuple[int, list[str]]:
+    """Replace the baseline rows of the measured (method, dataset) pairs; keep the others.
+    Returns (rows written, problems); nothing is written when there is a problem."""
+    fresh, problems = baseline_rows(by_seed, config)
+    if problems:
+        return 0, problems
+    measured = by_seed[config.seed]
     old = read_baseline(path) if Path(path).exists() else pd.DataFrame(columns=_BASE_COLS)
-    fresh = [
-        dict(method=m, dataset=d, metric=k, value=round(float(v[k]), 6))
-        for (m, d), v in sorted(measured.items())
-        if "skipped" not in v and "error" not in v
-        for k in tolerance
-        if k in v
-    ]
     keep = old[~old.apply(lambda r: (r.method, r.dataset) in measured, axis=1)] if len(old) else old
-    df = pd.concat([keep, pd.DataFrame(fresh, columns=_BASE_COLS)], ignore_index=True)
+    df = pd.concat([keep, fresh], ignore_index=True)
     df = df.sort_values(["dataset", "method", "metric"]).reset_index(drop=True)
     write_text_atomic(Path(path), df.to_csv(index=False))
-    return len(fresh)
+    return len(fresh), []
 
 
-_BASE_COLS = ["method", "dataset", "metric", "value"]
+_BASE_COLS = ["method", "dataset", "metric", "value", "tolerance", "chance", "margin"]
+_REQUIRED_COLS = ["method", "dataset", "metric", "value"]
 
 
 def read_baseline(path: Path) -> pd.DataFrame:
@@ -210,7 +311,7 @@ def read_baseline(path: Path) -> pd.DataFrame:
             f"Regression baseline {path} does not exist; create it with `zsbench regress --update`."
         )
     df = pd.read_csv(path)
-    missing = set(_BASE_COLS) - set(df.columns)
+    missing = set(_REQUIRED_COLS) - set(df.columns)
     if missing:
         raise ZsbenchError(f"{path} lacks columns {sorted(missing)}; expected {_BASE_COLS}.")
     return df
@@ -221,16 +322,30 @@ def regress_main(args) -> int:
     args.config = args.config or os.fspath(REGRESSION_DIR / "config.yaml")
     args.baseline = args.baseline or os.fspath(REGRESSION_DIR / "baseline.csv")
     config = RegressConfig.load(Path(args.config))
-    measured = run_checks(
-        config, args.methods or None, args.datasets or None, args.results_dir, not args.quiet
-    )
-    if args.update:
-        n = write_baseline(measured, config.tolerance, Path(args.baseline))
-        print(f"Wrote {n} baseline values to {args.baseline}")
-        errors = {k: v for k, v in measured.items() if "error" in v}
+    methods, datasets = args.methods or None, args.datasets or None
+    if args.update:  # every calibration seed: the spread sets each row's tolerance
+        by_seed = {}
+        for seed in dict.fromkeys([config.seed, *config.calibration_seeds]):
+            seeded = dataclasses.replace(config, seed=seed)
+            by_seed[seed] = run_checks(seeded, methods, datasets, args.results_dir, not args.quiet)
+        rows, _ = baseline_rows(by_seed, config)
+        per_seed = {
+            f"seed{s}": [
+                by_seed[s].get((r.method, r.dataset), {}).get(r.metric) for r in rows.itertuples()
+            ]
+            for s in by_seed
+        }
+        print(rows.assign(**per_seed).to_markdown(index=False, floatfmt=".4f"))
+        n, problems = write_baseline(by_seed, config, Path(args.baseline))
+        errors = {k: v for k, v in by_seed[config.seed].items() if "error" in v}
         for (m, d), v in errors.items():
-            print(f"FAILED {m} on {d}: {v['error']}")
-        return 1 if errors else 0
+            problems.append(f"FAILED {m} on {d}: {v['error']}")
+        for p in problems:
+            print(p)
+        if n:
+            print(f"Wrote {n} baseline rows to {args.baseline} (seeds {sorted(by_seed)})")
+        return 1 if problems else 0
+    measured = run_checks(config, methods, datasets, args.results_dir, not args.quiet)
     table = compare(measured, read_baseline(Path(args.baseline)), config.tolerance)
     bad = failures(table)
     shown = table if args.verbose else table[table["status"] != "ok"]
