@@ -82,6 +82,10 @@ class CAAE(SketchConditionedGenerator):
             "The gallery is the unseen-class photos of the dataset, not the official code's "
             "'extended' Sketchy photo set; metrics are zsbench's (mAP@all, P@K), not mAP@200.",
         ),
+        notes=(
+            "Below the frozen features on sketchy21-mini at the CPU budget (0.21-0.24 vs frozen "
+            "0.291): see docs/methods/caae.md"
+        ),
     )
 
     def __init__(

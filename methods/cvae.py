@@ -177,6 +177,11 @@ class CVAE(SketchConditionedGenerator):
             "Evaluated with zsbench's metric spec (mAP@all, P@K) instead of the official "
             "mAP@200 / P@200 code.",
         ),
+        notes=(
+            "Below the frozen features on sketchy21-mini at the CPU budget (0.24 at 10 epochs, "
+            "0.286 at 50, frozen 0.291; seed 0): generated photo features rank unseen photos "
+            "worse than the frozen sketch features; see docs/methods/cvae.md"
+        ),
     )
 
     def __init__(self, **kwargs) -> None:
