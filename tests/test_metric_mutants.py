@@ -20,13 +20,22 @@ import torch
 import zsbench.evaluation as evaluation
 from zsbench.errors import ZsbenchError
 from zsbench.evaluation import default_chunk_size, evaluate_sbir, similarity_matrix
-from zsbench.metrics import MetricDef, MetricSpec, get_spec, rank_stats, ranking, specs
+from zsbench.metrics import (
+    MetricDef,
+    MetricSpec,
+    get_spec,
+    per_query_values,
+    rank_stats,
+    ranking,
+    specs,
+)
 from zsbench.metrics.cir import (
     CIRLabels,
     ap_at_k,
     cir_metrics,
     cirr_metrics,
     combine_caption_orders,
+    fashioniq_mean,
     index_tensor,
     recall_from_ranks,
     subset_ranks,
@@ -552,3 +561,292 @@ def test_expected_voc_ap_estimate_is_control_plus_mean_difference():
     control = ((1 + 1 / 2 + 1 / 3) / 3 + 1 / 2) / 2
     assert value == pytest.approx(control + np.mean(d), abs=1e-12)
     assert var == pytest.approx(np.var(d, ddof=1) / 16, abs=1e-15)
+
+
+# ------------------------------------------------------------------------- every error text
+# Every user-facing error of the metric core, word for word: the messages say what to fix, so
+# a changed count, name or hint is a regression.
+
+_S1 = f64([0.9, 0.8, 0.7])  # one query, G = 3
+_S2 = f64([0.9, 0.8, 0.7], [0.7, 0.8, 0.9])  # two queries, G = 3
+_T0, _NONE = torch.tensor([0]), torch.tensor([-1])
+
+
+def _st():
+    return rank_stats(f64([2.0]), f64([2.0, 3.0]))
+
+
+def _sbir(query=((1.0,),), query_labels=(0,), gallery=None, gallery_labels=None, **kw):
+    gallery = _GALLERY if gallery is None else gallery
+    gallery_labels = _GALLERY_LABELS if gallery_labels is None else gallery_labels
+    return lambda: evaluate_sbir(
+        np.asarray(query), query_labels, gallery, gallery_labels, device="cpu", **kw
+    )
+
+
+_ERRORS = {
+    # zsbench.metrics.per_query_values
+    "pqv-scores-3d": (
+        lambda: per_query_values(np.zeros((1, 2, 3)), np.zeros((1, 2), bool)),
+        "scores must be [Q, G], got shape (1, 2, 3).",
+    ),
+    "pqv-relevant-3d": (
+        lambda: per_query_values(np.zeros((1, 2)), np.zeros((1, 1, 2), bool)),
+        "relevant must be [Q, G], got shape (1, 1, 2).",
+    ),
+    "pqv-shapes": (
+        lambda: per_query_values(np.zeros((2, 3)), np.zeros((2, 4), bool)),
+        "scores (2, 3) and relevant (2, 4) must have the same shape.",
+    ),
+    "pqv-nan": (
+        lambda: per_query_values(np.array([[np.inf, 1.0]]), np.array([[True, False]])),
+        "scores contain NaN or inf; fix the features that produced them.",
+    ),
+    # zsbench.metrics.cir
+    "cir-float-index": (
+        lambda: target_ranks(_S1, [1.0]),
+        "target must hold integer gallery indices, got dtype torch.float64.",
+    ),
+    "cir-bool-index": (
+        lambda: ap_at_k(_S1, [[True]]),
+        "gt must hold integer gallery indices, got dtype torch.bool.",
+    ),
+    "cir-index-ndim": (
+        lambda: target_ranks(_S1, [[0]]),
+        "target must have 1 dimension(s), got shape (1, 1).",
+    ),
+    "cir-scores-ndim": (
+        lambda: target_ranks(np.zeros(3), [0]),
+        "scores must be [queries, gallery], got shape (3,).",
+    ),
+    "cir-range-high": (
+        lambda: target_ranks(_S1, [3]),
+        "target holds gallery indices outside [-1, 2] (min 3, max 3); the gallery has 3 items.",
+    ),
+    "cir-range-low": (
+        lambda: subset_ranks(_S1, [0], [[0, -2]]),
+        "members holds gallery indices outside [-1, 2] (min -2, max 0); the gallery has 3 items.",
+    ),
+    "cir-nan": (
+        lambda: target_ranks(f64([0.1, math.nan]), [0]),
+        "scores contain NaN or inf; fix the features that produced them.",
+    ),
+    "cir-target-negative": (
+        lambda: target_ranks(_S1, [-1]),
+        "target must give one gallery index >= 0 per query (1).",
+    ),
+    "cir-target-count": (
+        lambda: target_ranks(_S1, [0, 1]),
+        "target must give one gallery index >= 0 per query (1).",
+    ),
+    "cir-target-excluded": (
+        lambda: target_ranks(_S2, [0, 1], exclude=[2, 1]),
+        "query 1: its target is also excluded from the gallery.",
+    ),
+    "cir-not-member": (
+        lambda: subset_ranks(_S2, [0, 2], [[0, 1], [0, 1]]),
+        "query 1: the target is not among its image-set members.",
+    ),
+    "cir-target-is-reference": (
+        lambda: subset_ranks(_S1, [1], [[0, 1]], [1]),
+        "query 0: the target is not among its image-set members.",
+    ),
+    "cir-gt-rows": (
+        lambda: ap_at_k(_S1, [[0], [1]]),
+        "gt must have one row per query (1), got 2.",
+    ),
+    "cir-no-gt": (
+        lambda: ap_at_k(_S2, [[0], [-1]]),
+        "query 1 has no ground truth; CIRCO's AP@k needs at least one.",
+    ),
+    "cir-gt-excluded": (
+        lambda: ap_at_k(_S1, [[0, 1]], exclude=[1]),
+        "a ground truth is also excluded from the gallery.",
+    ),
+    "cir-fiq-mean-empty": (
+        lambda: fashioniq_mean({}),
+        "fashioniq_mean needs at least one category.",
+    ),
+    "cir-fiq-mean-keys": (
+        lambda: fashioniq_mean({"dress": {"R@10": 0.1, "R@50": 0.2}, "shirt": {"R@10": 0.1}}),
+        "category 'shirt' has metrics ['R@10'], expected ['R@10', 'R@50'].",
+    ),
+    "cir-protocol": (
+        lambda: CIRLabels("cir", _T0, _NONE),
+        "unknown CIR protocol 'cir'; one of ('fashioniq', 'cirr', 'circo').",
+    ),
+    "cir-cirr-members": (
+        lambda: CIRLabels("cirr", _T0, _NONE),
+        "the cirr protocol needs members (each query's img_set).",
+    ),
+    "cir-circo-gt": (
+        lambda: CIRLabels("circo", _T0, _NONE, members=torch.tensor([[0]])),
+        "the circo protocol needs gt (each query's ground truths).",
+    ),
+    "cir-rows": (
+        lambda: cir_metrics(_S2, CIRLabels("fashioniq", _T0, _NONE)),
+        "scores have 2 rows but there are 1 queries.",
+    ),
+    "cir-caption-shapes": (
+        lambda: combine_caption_orders(torch.zeros(2, 3), torch.zeros(2, 4)),
+        "both caption orders need features of one shape, got (2, 3) and (2, 4).",
+    ),
+    # zsbench.metrics.ranking / specs (ValueError: programming errors)
+    "rank-ties": (
+        lambda: ranking.check_ties("random"),
+        "unknown tie rule 'random'; one of expected, pessimistic, optimistic",
+    ),
+    "rank-single-rank": (
+        lambda: ranking.voc_ap(_st(), None, "expected"),
+        "no single rank under ties='expected'",
+    ),
+    "rank-denominator": (
+        lambda: ranking.precision(_st(), 1, "min_k"),
+        "unknown precision denominator 'min_k'",
+    ),
+    "spec-rule": (lambda: MetricDef("a", "map", 1, "d"), "unknown metric rule 'map'"),
+    "spec-no-positive": (
+        lambda: MetricDef("a", "ap", None, "d", no_positive="drop"),
+        "unknown no_positive policy 'drop'",
+    ),
+    "spec-sampled": (
+        lambda: MetricDef("mAP@all", "voc_ap", None, "d").compute(_st()),
+        "mAP@all: expected ties are sampled, use MetricSpec.compute",
+    ),
+    "spec-ties": (
+        lambda: MetricSpec("n", "d", "s", (), ties="random"),
+        "unknown tie rule 'random'; one of expected, pessimistic, optimistic",
+    ),
+    "get-spec-ties": (
+        lambda: get_spec("sake", "random"),
+        "Unknown tie rule 'random'. Known: expected, optimistic, pessimistic.",
+    ),
+    "get-spec-name": (
+        lambda: get_spec("zzz"),
+        "Unknown metric spec 'zzz'. Known: default, drcpl, precision-min-k-r, sake, sem-pcyc, "
+        "voc, yelamarthi, zse-sbir.",
+    ),
+    "get-spec-unhashable": (
+        lambda: get_spec(["sake"]),
+        "Unknown metric spec ['sake']. Did you mean: sake? Known: default, drcpl, "
+        "precision-min-k-r, sake, sem-pcyc, voc, yelamarthi, zse-sbir.",
+    ),
+    # zsbench.evaluation
+    "eval-similarity": (
+        _sbir(similarity="manhattan"),
+        "Unknown similarity 'manhattan'. Known: cosine, dot, euclidean.",
+    ),
+    "eval-query-1d": (
+        _sbir(query=(1.0, 2.0, 3.0)),
+        "query features must be a 2-D array [N, D] of features, got shape (3,); reshape (e.g. "
+        "flatten all but the first axis) before evaluating.",
+    ),
+    "eval-gallery-empty": (
+        _sbir(gallery=np.zeros((0, 1)), gallery_labels=[]),
+        "gallery features is empty (0 rows); evaluation needs at least one item.",
+    ),
+    "eval-query-no-dims": (
+        _sbir(query=np.zeros((1, 0))),
+        "query features has 0 feature dimensions; check the encoder output.",
+    ),
+    "eval-dims-differ": (
+        _sbir(query=((1.0, 2.0),)),
+        "feature dimensions differ: query D=2, gallery D=1; both must come from the same "
+        "embedding space (check encode_query / encode_gallery).",
+    ),
+    "eval-labels-2d": (
+        _sbir(query_labels=[[0, 1]]),
+        "query labels must be 1-D [N] class ids, got shape (1, 2).",
+    ),
+    "eval-labels-float": (
+        _sbir(gallery_labels=[0.0, 1.0, 2.5, 0.0, 1.0]),
+        "gallery labels must be integer class ids, got non-integer floats; map class names to "
+        "ids first (e.g. np.unique(..., return_inverse=True)).",
+    ),
+    "eval-labels-nan": (
+        _sbir(query_labels=[math.nan]),
+        "query labels must be integer class ids, got non-integer floats; map class names to "
+        "ids first (e.g. np.unique(..., return_inverse=True)).",
+    ),
+    "eval-labels-bool": (
+        _sbir(query_labels=[True]),
+        "query labels must be integer class ids, got dtype torch.bool.",
+    ),
+    "eval-labels-complex": (
+        _sbir(query_labels=np.array([1 + 0j])),
+        "query labels must be integer class ids, got dtype torch.complex128.",
+    ),
+    "eval-chunk-zero": (
+        _sbir(chunk_size=0),
+        "chunk_size must be a positive integer or None, got 0.",
+    ),
+    "eval-chunk-bool": (
+        _sbir(chunk_size=True),
+        "chunk_size must be a positive integer or None, got True.",
+    ),
+    "eval-chunk-float": (
+        _sbir(chunk_size=2.0),
+        "chunk_size must be a positive integer or None, got 2.0.",
+    ),
+    "eval-class-names": (
+        _sbir(class_names=[]),
+        "class_names has no entry for label 0; pass a sequence indexed by label id or a "
+        "mapping {label: name} covering every query label.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ERRORS))
+def test_error_messages_word_for_word(case):
+    """Each input error of the metric core raises its type with exactly its message."""
+    fn, msg = _ERRORS[case]
+    kind = ValueError if case.startswith(("rank-", "spec-")) else ZsbenchError
+    with pytest.raises(kind, match=exactly(msg)) as info:
+        fn()
+    assert type(info.value) is kind
+
+
+def test_unconvertible_features_name_the_input():
+    """Features numpy cannot turn into numbers: the message names them and what to pass."""
+    pattern = (
+        r"^gallery features could not be converted to a tensor \(.+\); pass a torch\.Tensor or "
+        r"numpy array\.$"
+    )
+    with pytest.raises(ZsbenchError, match=pattern):
+        evaluate_sbir(np.ones((1, 1)), [0], [["a"], ["b"]], [0, 1])
+
+
+def test_valid_unusual_arguments_are_accepted():
+    """numpy integer chunk sizes, [N, 1] label columns and integer features are accepted."""
+    want = _eval()["metrics"]["mAP@all"]
+    got = evaluate_sbir(
+        _QUERY.astype(np.int64),
+        _QUERY_LABELS[:, None],
+        _GALLERY.astype(np.int32),
+        _GALLERY_LABELS.astype(np.float64),
+        similarity="dot",
+        chunk_size=np.int64(1),
+        device="cpu",
+    )
+    assert got["metrics"]["mAP@all"] == pytest.approx(want, abs=1e-12)
+    assert got["metrics"]["mAP@all"] == pytest.approx((0.75 + 0.45 + 0.45 + 1 / 3) / 4)
+
+
+def test_voc_control_uses_the_given_tie_rule():
+    """voc_control = precision_sum / min(K, R) under the tie rule it is given."""
+    st = _st()  # the positive is at rank 2 or 3 (tied with one negative), R = 1
+    assert float(ranking.voc_control(st, None, "expected")[0]) == pytest.approx(5 / 12)
+    assert float(ranking.voc_control(st, None, "pessimistic")[0]) == pytest.approx(1 / 3)
+    assert float(ranking.voc_control(st, None, "optimistic")[0]) == pytest.approx(1 / 2)
+    assert float(ranking.voc_control(st, 2, "expected")[0]) == pytest.approx(1 / 4)
+
+
+def test_per_query_values_sampling_budget_by_hand():
+    """per_query_values samples each query to a variance budget of (5e-5)^2 * Q."""
+    scores = np.array([[3.0, 2.0, 1.5, 1.0], [1.0, 0.5, 2.0, 0.0], [4.0, 3.0, 2.0, 1.0]])
+    rel = np.array([[0, 1, 0, 1], [1, 0, 0, 1], [1, 0, 0, 0]], bool)
+    spec = _recording("sake")
+    per_query_values(scores, rel, spec)
+    # one call per query (R >= 1 each), every one with the budget for Q = 3
+    assert [c[0] for c in spec.calls] == [1, 1, 1]
+    assert [c[1] for c in spec.calls] == pytest.approx([5e-5**2 * 3] * 3, rel=1e-12)
