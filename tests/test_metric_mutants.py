@@ -162,15 +162,18 @@ class _RecordingSpec(MetricSpec):
     """The default spec, recording (block size, variance budget) of every compute call."""
 
     calls: list = []
+    results: list = []
 
     def compute(self, stats, var_budget=0.0, generator=None):
         type(self).calls.append((stats.pos.shape[0], var_budget))
-        return super().compute(stats, var_budget, generator)
+        out = super().compute(stats, var_budget, generator)
+        type(self).results.append(out)
+        return out
 
 
 def _recording(name: str, ties: str = "expected") -> _RecordingSpec:
     s = get_spec(name)
-    _RecordingSpec.calls = []
+    _RecordingSpec.calls, _RecordingSpec.results = [], []
     return _RecordingSpec(s.name, s.description, s.source, s.metrics, ties=ties)
 
 
@@ -623,6 +626,10 @@ _ERRORS = {
         lambda: target_ranks(_S1, [3]),
         "target holds gallery indices outside [-1, 2] (min 3, max 3); the gallery has 3 items.",
     ),
+    "cir-range-gt": (
+        lambda: ap_at_k(_S1, [[3]]),
+        "gt holds gallery indices outside [-1, 2] (min 3, max 3); the gallery has 3 items.",
+    ),
     "cir-range-low": (
         lambda: subset_ranks(_S1, [0], [[0, -2]]),
         "members holds gallery indices outside [-1, 2] (min -2, max 0); the gallery has 3 items.",
@@ -850,3 +857,29 @@ def test_per_query_values_sampling_budget_by_hand():
     # one call per query (R >= 1 each), every one with the budget for Q = 3
     assert [c[0] for c in spec.calls] == [1, 1, 1]
     assert [c[1] for c in spec.calls] == pytest.approx([5e-5**2 * 3] * 3, rel=1e-12)
+
+
+@pytest.mark.parametrize("n_tied", [1, 2])
+def test_tie_se_is_root_summed_variance_over_counted_queries(n_tied, monkeypatch):
+    """tie_se = sqrt(sum of the per-query variances) / number of queries not excluded."""
+    monkeypatch.setattr(evaluation, "TIE_SE_TARGET", 0.05)  # a loose target: few draws, fast
+    # gallery 3 (relevant), 3, 1 (relevant), 3: the first positive ties two negatives, so the
+    # VOC AP is sampled; n_tied such queries plus one query (label 9) without any positive
+    gallery = np.array([[3.0], [3.0], [1.0], [3.0]])
+    spec = _recording("sake")
+    res = evaluate_sbir(
+        np.ones((n_tied + 1, 1)),
+        [0] * n_tied + [9],
+        gallery,
+        [0, 1, 0, 1],
+        spec=spec,
+        similarity="dot",
+        device="cpu",
+    )
+    assert len(spec.results) == 1  # one block: the n_tied queries of label 0
+    for key in ("mAP@all", "mAP@200"):
+        var = spec.results[0][key][1]
+        assert var.shape == (n_tied,) and bool((var > 0).all())
+        want = math.sqrt(float(var.sum())) / n_tied
+        assert res["tie_se"][key] == pytest.approx(want, rel=1e-12)
+    assert set(res["tie_se"]) == {"mAP@all", "mAP@200"}
