@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from zsbench.config import find_root
 from zsbench.errors import ZsbenchError
 from zsbench.registry import DATASETS, METHODS
 from zsbench.results import write_text_atomic
@@ -82,11 +83,10 @@ class RegressConfig:
 def _data_root_missing(dataset: str, overrides: list[str]) -> str | None:
     """Why a `needs_data` dataset is skipped (no data root configured or present), else None.
     Anything else that goes wrong setting it up is a failure of its reader, not a skip."""
-    kwargs = _dataset_kwargs(overrides)
-    root = kwargs.get("root") or os.environ.get("ZSBENCH_DATA")
-    if not root:
+    root = find_root(_dataset_kwargs(overrides).get("root"))
+    if root is None:
         return "ZSBENCH_DATA is not set"
-    if not Path(root).expanduser().is_dir():
+    if not root.is_dir():
         return f"data root {root} does not exist"
     return None
 
@@ -186,6 +186,7 @@ def chance_margins(record: dict) -> dict[str, float]:
         per = record["per_class"]
         q = [i for i, c in enumerate(per) for _ in range(per[c]["n_queries"])]
         g = [i for i, c in enumerate(per) for _ in range(per[c]["n_relevant"])]
+        g += [-1] * (record.get("n_gallery", len(g)) - len(g))  # classes without queries
         out["mAP@all"] = 3 * random_map_spread(q, g)
     for key, p in chance.items():
         if key.startswith("R@") and record.get("n_queries"):
@@ -292,13 +293,17 @@ def write_baseline(by_seed, config: RegressConfig, path: Path) -> tuple[int, lis
     fresh, problems = baseline_rows(by_seed, config)
     if problems:
         return 0, problems
-    measured = by_seed[config.seed]
+    _replace_rows(fresh, by_seed[config.seed], path)
+    return len(fresh), []
+
+
+def _replace_rows(fresh: pd.DataFrame, measured: dict, path: Path) -> None:
+    """Write `fresh` in place of the baseline rows of the `measured` (method, dataset) pairs."""
     old = read_baseline(path) if Path(path).exists() else pd.DataFrame(columns=_BASE_COLS)
     keep = old[~old.apply(lambda r: (r.method, r.dataset) in measured, axis=1)] if len(old) else old
     df = pd.concat([keep, fresh], ignore_index=True)
     df = df.sort_values(["dataset", "method", "metric"]).reset_index(drop=True)
     write_text_atomic(Path(path), df.to_csv(index=False))
-    return len(fresh), []
 
 
 _BASE_COLS = ["method", "dataset", "metric", "value", "tolerance", "chance", "margin"]
@@ -328,7 +333,7 @@ def regress_main(args) -> int:
         for seed in dict.fromkeys([config.seed, *config.calibration_seeds]):
             seeded = dataclasses.replace(config, seed=seed)
             by_seed[seed] = run_checks(seeded, methods, datasets, args.results_dir, not args.quiet)
-        rows, _ = baseline_rows(by_seed, config)
+        rows, problems = baseline_rows(by_seed, config)
         per_seed = {
             f"seed{s}": [
                 by_seed[s].get((r.method, r.dataset), {}).get(r.metric) for r in rows.itertuples()
@@ -336,7 +341,9 @@ def regress_main(args) -> int:
             for s in by_seed
         }
         print(rows.assign(**per_seed).to_markdown(index=False, floatfmt=".4f"))
-        n, problems = write_baseline(by_seed, config, Path(args.baseline))
+        n = 0 if problems else len(rows)
+        if n:
+            _replace_rows(rows, by_seed[config.seed], Path(args.baseline))
         errors = {k: v for k, v in by_seed[config.seed].items() if "error" in v}
         for (m, d), v in errors.items():
             problems.append(f"FAILED {m} on {d}: {v['error']}")
