@@ -371,10 +371,3 @@ class SBIRDataModule(L.LightningDataModule):
     def all_items_dataset(self) -> Dataset:
         """Every item once, in `items` order, evaluation transform (feature extraction)."""
         return ItemDataset(self, np.arange(len(self.items)))
-
-
-def find_root(root: str | Path | None, env_var: str = "ZSBENCH_DATA") -> Path | None:
-    import os
-
-    value = root if root not in (None, "") else os.environ.get(env_var)
-    return Path(value).expanduser() if value else None

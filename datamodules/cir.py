@@ -42,7 +42,8 @@ from zsbench.cir_readers import (
     read_cirr,
     read_fashioniq,
 )
-from zsbench.datamodules.base import find_root, load_image, make_loader
+from zsbench.config import find_root
+from zsbench.datamodules.base import load_image, make_loader
 from zsbench.errors import ZsbenchError
 from zsbench.metrics.cir import CIRLabels
 

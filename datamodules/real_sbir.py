@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from zsbench.datamodules.base import PHOTO, SKETCH, Item, SBIRDataModule, find_root
+from zsbench.config import find_root
+from zsbench.datamodules.base import PHOTO, SKETCH, Item, SBIRDataModule
 from zsbench.datamodules.split_manifests import (
     load_split,
     manifest_names,

@@ -313,6 +313,13 @@ class Rpkd(RetrievalMethod):
 
     # -- class centres ---------------------------------------------------------------------
     @torch.no_grad()
+    def _domain_centres(self) -> tuple[tuple[int, Tensor, Tensor], ...]:
+        """(domain, centre buffer, has-centre mask) for photos and sketches."""
+        return (
+            (PHOTO, self.centres, self.has_centre),
+            (SKETCH, self.sketch_centres, self.has_sketch_centre),
+        )
+
     def set_class_centres(
         self, teacher_embeddings: Tensor, labels: Tensor, domains: Tensor | None = None
     ) -> None:
@@ -322,10 +329,7 @@ class Rpkd(RetrievalMethod):
         if domains is None:
             domains = torch.full_like(labels, PHOTO)
         emb = F.normalize(teacher_embeddings.float(), dim=-1)
-        for domain, centres, has in (
-            (PHOTO, self.centres, self.has_centre),
-            (SKETCH, self.sketch_centres, self.has_sketch_centre),
-        ):
+        for domain, centres, has in self._domain_centres():
             rows = domains == domain
             c, h = class_centres(emb[rows], labels[rows], self.hparams.num_classes)
             centres.copy_(c)
@@ -375,10 +379,7 @@ class Rpkd(RetrievalMethod):
                 logits, t, self.centres, self.has_centre, hp.top_k, hp.tau_eis
             )
         total = logits.float().sum() * 0.0
-        for domain, centres, has in (
-            (PHOTO, self.centres, self.has_centre),
-            (SKETCH, self.sketch_centres, self.has_sketch_centre),
-        ):
+        for domain, centres, has in self._domain_centres():
             rows = domains == domain
             if rows.any() and has.any():
                 loss = embedding_induced_loss(

@@ -54,11 +54,11 @@ def random_map_spread(query_labels, gallery_labels, draws: int = 200, seed: int 
     rng = np.random.default_rng(seed)
     rel = q[:, None] == g[None, :]  # [Q, G]
     n_rel = rel.sum(1)
+    positions = np.tile(np.arange(len(g)), (len(q), 1))
+    ranks = np.arange(1, len(g) + 1)
     means = []
     for _ in range(draws):
-        order = rng.permuted(np.tile(np.arange(len(g)), (len(q), 1)), axis=1)
-        hits = np.take_along_axis(rel, order, 1)
-        ranks = np.arange(1, len(g) + 1)
+        hits = np.take_along_axis(rel, rng.permuted(positions, axis=1), 1)
         prec = np.cumsum(hits, 1) / ranks
         means.append(float(((prec * hits).sum(1) / n_rel).mean()))
     return float(np.std(means, ddof=1))

@@ -206,3 +206,9 @@ def resolve_config(
             )
         apply_section(cfg[section], {key: value}, f"--set {text}", section, owners[section])
     return cfg
+
+
+def find_root(root: str | Path | None, env_var: str = "ZSBENCH_DATA") -> Path | None:
+    """The data root: `root` when given, else $ZSBENCH_DATA (None when neither is set)."""
+    value = root if root not in (None, "") else os.environ.get(env_var)
+    return Path(value).expanduser() if value else None
