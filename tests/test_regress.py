@@ -68,6 +68,8 @@ def test_regress_catches_a_broken_loss_and_an_inflated_score(tmp_path, monkeypat
     baseline = tmp_path / "baseline.csv"
     n, problems = regress.write_baseline({0: good}, cfg, baseline)
     assert n >= 1 and not problems
+    written = regress.read_baseline(baseline)  # margins computed (lazily) from each record
+    assert (written["margin"] > 0).all() and (written["margin"] < 0.2).all()
     table = regress.compare(good, regress.read_baseline(baseline), cfg.tolerance)
     assert set(table["status"]) == {"ok"} and len(table) == 2
 

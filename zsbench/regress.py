@@ -20,6 +20,7 @@ must not depend on the machine's core count; for the same reason they keep their
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tempfile
@@ -168,10 +169,13 @@ def _run_checks(config, methods, datasets, results, progress) -> dict[tuple[str,
 
 
 def _measured(record: dict) -> dict:
-    """A run's metrics plus its chance levels and chance margins (`_chance`, `_margin`)."""
+    """A run's metrics plus its chance levels (`_chance`) and, computed only if a baseline is
+    written (a simulation), its chance margins (`_margin`, a callable)."""
     metrics = dict(record["metrics"])
     metrics["_chance"] = dict(record.get("chance") or {})
-    metrics["_margin"] = chance_margins(record)
+    used = ("task", "per_class", "n_gallery", "n_queries", "chance")
+    subset = {k: record[k] for k in used if k in record}
+    metrics["_margin"] = functools.partial(chance_margins, subset)
     return metrics
 
 
@@ -262,7 +266,9 @@ def baseline_rows(
             spread = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else 0.0
             tol = max(floor, config.spread_factor * spread)
             chance = float(v.get("_chance", {}).get(k, math.nan))
-            margin = float(v.get("_margin", {}).get(k, math.nan))
+            margins = v.get("_margin", {})
+            margins = v["_margin"] = margins() if callable(margins) else margins
+            margin = float(margins.get(k, math.nan))
             value = float(v[k])
             rows.append(
                 dict(
