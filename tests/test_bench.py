@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -238,3 +240,37 @@ def test_cold_and_warm_feature_cache_give_the_same_result(tmp_path, tiny, monkey
         records.append(json.loads(path.read_text()))
     assert [r["timings"]["feature_cache_hit"] for r in records] == [False, True]
     assert records[0]["metrics"] == records[1]["metrics"]
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "reuse":
+    from zsbench.cli import _reuse_freed_memory
+    _reuse_freed_memory()
+def faults_of_a_fresh_64mib_block():
+    x = np.empty(16 * 2**20, np.float32)  # 64 MiB through malloc, freed on return
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x.fill(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_of_a_fresh_64mib_block()
+print(faults_of_a_fresh_64mib_block())
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+    reason="mallopt is glibc's",
+)
+def test_evaluate_reuses_freed_memory_instead_of_faulting_it_again():
+    """`zsbench evaluate` keeps freed blocks in the heap: a second 64 MiB block costs no page
+    faults (by default glibc unmaps it and the next one is faulted in again: one fault per
+    4 KiB page, or per 2 MiB where transparent huge pages are on, plus the partial ones)."""
+    faults = {}
+    for mode in ("default", "reuse"):
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
+        )
+        faults[mode] = int(out.stdout.split()[-1])
+    assert faults["default"] >= 32, faults  # at least one per 2 MiB huge page
+    assert faults["reuse"] < 8, faults

@@ -4,7 +4,7 @@ evaluate, score-submission.
 Every command imports only what it needs, inside its handler: `zsbench --help`, `methods` and
 `datasets` import neither torch nor any plug-in, `evaluate`, `leaderboard` and
 `score-submission` never import lightning, transformers, wandb or timm
-(benchmarks/cli_startup.py measures it, tests/test_cli_startup.py pins it).
+(benchmarks/cli_startup.py measures it, tests/test_architecture.py pins it).
 """
 
 from __future__ import annotations
@@ -124,12 +124,31 @@ def labels_to_ids(query, gallery) -> tuple:
     return inverse[: query.size], inverse[query.size :], [str(c) for c in classes]
 
 
+def _reuse_freed_memory() -> None:
+    """Let glibc reuse freed memory instead of returning it to the OS at once.
+
+    By default every block above 128 KiB is its own mmap, unmapped when freed, so each score
+    chunk of the evaluator (~64 MiB and its temporaries) is page-faulted afresh: about 0.7 s of
+    a 3 s cold evaluation at 2,400 x 27,989 (benchmarks/cli_startup.py). Done only in the CLI
+    process, which exits when the command ends; a no-op where the C library has no mallopt.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks under 1 GiB come from the heap...
+    mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: ...whose freed top is kept (up to 1 GiB)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from zsbench.evaluation import evaluate_sbir, tie_warning
 
+    _reuse_freed_memory()
     q = load_array(args.query_features, "query features")
     g = load_array(args.gallery_features, "gallery features")
     ql, gl, names = labels_to_ids(
