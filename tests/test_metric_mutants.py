@@ -19,7 +19,12 @@ import torch
 
 import zsbench.evaluation as evaluation
 from zsbench.errors import ZsbenchError
-from zsbench.evaluation import default_chunk_size, evaluate_sbir, similarity_matrix
+from zsbench.evaluation import (
+    default_chunk_size,
+    evaluate_sbir,
+    similarity_matrix,
+    tie_warning,
+)
 from zsbench.metrics import (
     MetricDef,
     MetricSpec,
@@ -33,9 +38,11 @@ from zsbench.metrics.cir import (
     CIRLabels,
     ap_at_k,
     cir_metrics,
+    circo_metrics,
     cirr_metrics,
     combine_caption_orders,
     fashioniq_mean,
+    fashioniq_metrics,
     index_tensor,
     recall_from_ranks,
     subset_ranks,
@@ -347,6 +354,13 @@ def test_default_tie_rules_of_the_ranking_functions():
     p2 = MetricDef("P@2", "precision", 2, "test", denominator="k")
     assert float(p2.compute(st)[0]) == pytest.approx(1 / 4)
     assert float(p2.compute(st, "optimistic")[0]) == pytest.approx(1 / 2)
+    # AP@2 (zsbench): inclusion 1/2 x sklearn precision 1/3, over min(2, R = 1); pessimistic 0
+    assert float(ranking.ap_at_k(st, 2)[0]) == pytest.approx(1 / 6)
+    # Yelamarthi: the expected precision sum in the top 2 (1/4, above) over K = 2
+    assert float(ranking.yelamarthi_ap_at_k(st, 2)[0]) == pytest.approx(1 / 8)
+    # SEM-PCYC apsak: 1 slot left for the tie group {pos, neg}: X = 1 with probability 1/2,
+    # then AP over the list = (X (A + X) / K) / (A + X) = 1/2; X = 0 gives 0
+    assert float(ranking.sempcyc_ap_at_k(st, 2)[0]) == pytest.approx(1 / 4)
 
 
 # ------------------------------------------------------------------------ spec definitions
@@ -355,6 +369,19 @@ _ORDER = (
     "Order inside tie groups: the spec's ties rule (the official code ranks with np.argsort, "
     "whose order inside a tie group is arbitrary; without ties every rule equals it)."
 )
+
+
+def test_tie_warning_word_for_word():
+    """The tie warning says which rule gave the numbers and what that means."""
+    head = "50.0% of the scores tie a relevant with a non-relevant item, so the tie rule changes"
+    tail = "; the pessimistic and optimistic rules give the range)."
+    assert tie_warning(0.5, "expected") == (
+        f"{head} the numbers (ties=expected: expected value over random orders inside tie "
+        f"groups, as the official argsort-based code gives on average{tail}"
+    )
+    assert tie_warning(0.5, "optimistic") == (
+        f"{head} the numbers (ties=optimistic: a bound, not what the official code gives{tail}"
+    )
 
 
 def test_p_at_definition_by_hand():
@@ -524,6 +551,99 @@ def test_combine_caption_orders_is_the_normalised_mean():
     # divides by eps: (0, 0.5) -- the halving is visible
     got = combine_caption_orders(f64([1.0, 0.0]), f64([-1.0, 1e-12]))
     assert got[0].tolist() == pytest.approx([0.0, 0.5], abs=1e-9)
+
+
+# every index argument of every public CIR function, given floats: the message names it
+_FLOAT = [0.0]
+_BAD_INDEX_ARGS = [
+    ("target", lambda s: target_ranks(s, _FLOAT)),
+    ("target", lambda s: subset_ranks(s, _FLOAT, [[0]])),
+    ("members", lambda s: subset_ranks(s, [0], [_FLOAT])),
+    ("reference", lambda s: subset_ranks(s, [0], [[0]], _FLOAT)),
+    ("gt", lambda s: ap_at_k(s, [_FLOAT])),
+    ("exclude", lambda s: ap_at_k(s, [[0]], exclude=_FLOAT)),
+    ("exclude", lambda s: target_ranks(s, [0], exclude=[[-1.0]])),
+    ("target", lambda s: fashioniq_metrics(s, _FLOAT)),
+    ("target", lambda s: cirr_metrics(s, _FLOAT, [1], [[0, 1]])),
+    ("members", lambda s: cirr_metrics(s, [0], [1], [_FLOAT])),
+    ("gt", lambda s: circo_metrics(s, [_FLOAT])),
+    ("target", lambda s: circo_metrics(s, [[0]], target=_FLOAT)),
+]
+
+
+@pytest.mark.parametrize("name, call", _BAD_INDEX_ARGS)
+def test_cir_index_errors_name_the_argument(name, call):
+    msg = f"{name} must hold integer gallery indices, got dtype torch.float64."
+    with pytest.raises(ZsbenchError, match=exactly(msg)):
+        call(f64([0.9, 0.8, 0.7]))
+
+
+def test_cir_range_errors_name_the_argument():
+    s = f64([0.9, 0.8, 0.7])
+    msg = "{} holds gallery indices outside [-1, 2] (min {}, max {}); the gallery has 3 items."
+    with pytest.raises(ZsbenchError, match=exactly(msg.format("exclude", 0, 5))):
+        target_ranks(s, [1], exclude=[[0, 5]])
+    with pytest.raises(ZsbenchError, match=exactly(msg.format("exclude", -2, -2))):
+        ap_at_k(s, [[0]], exclude=[-2])
+
+
+def test_index_tensor_returns_int64_whatever_the_integer_dtype():
+    for dtype in (np.int8, np.int32, np.uint8):
+        assert index_tensor(np.array([1, 2], dtype=dtype), "target", 1).dtype == torch.int64
+    # a bfloat16 tensor is rejected by its dtype (numpy cannot even hold bfloat16)
+    msg = "target must hold integer gallery indices, got dtype torch.bfloat16."
+    with pytest.raises(ZsbenchError, match=exactly(msg)):
+        index_tensor(torch.tensor([1.0], dtype=torch.bfloat16), "target", 1)
+    msg = "exclude must hold integer gallery indices, got dtype torch.bfloat16."
+    with pytest.raises(ZsbenchError, match=exactly(msg)):
+        target_ranks(f64([0.9, 0.8]), [0], exclude=torch.tensor([1.0], dtype=torch.bfloat16))
+
+
+def test_cir_scores_in_bfloat16_and_integers():
+    """Scores of any dtype: bfloat16 tensors (numpy has no bfloat16) are ranked as they are,
+    integer scores as float64 -- where the excluded items are set to -inf."""
+    bf = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]], dtype=torch.bfloat16)
+    # query 0: target 2 scores lowest -> rank 3; query 1: target 0 scores lowest -> rank 3
+    assert target_ranks(bf, [2, 0]).tolist() == [3, 3]
+    assert fashioniq_metrics(bf, [0, 2], ks=(1,), chunk_size=1) == {"R@1": 1.0}
+    ints = torch.tensor([[3, 2, 1]])
+    # item 0 (score 3) excluded: target 1 moves from rank 2 to rank 1
+    assert target_ranks(ints, [1], exclude=[0]).tolist() == [1]
+    assert target_ranks(np.array([[3, 2, 1]]), [1], exclude=[[0]]).tolist() == [1]
+    got = ap_at_k(ints, [[1, 2]], ks=(2,), exclude=[0])[2]
+    assert got.dtype == torch.float64 and got.tolist() == [1.0]  # ranks 1, 2 of 2 ground truths
+
+
+def test_cir_chunk_size_one_is_allowed():
+    """chunk_size 1 (one query per chunk) gives the same metrics as one chunk."""
+    s = f64([0.9, 0.8, 0.7], [0.1, 0.5, 0.3])
+    # query 0: target 2 at rank 3; query 1: target 1 at rank 1
+    assert fashioniq_metrics(s, [2, 1], ks=(1, 3), chunk_size=1) == {"R@1": 0.5, "R@3": 1.0}
+
+
+def test_circo_recall_uses_the_given_target_not_the_first_ground_truth():
+    """CIRCO R@k ranks ``target``; only when it is None does the first ground truth stand in."""
+    s = f64([0.9, 0.8, 0.7])
+    gt = torch.tensor([[0, 2]])
+    # target 2 is at rank 3: R@1 = 0 (while gt[:, 0] = item 0 would give 1)
+    got = circo_metrics(s, gt, target=torch.tensor([2]), ks=(1,))
+    assert got["R@1"] == 0.0 and got["mAP@1"] == 1.0
+    assert circo_metrics(s, gt, ks=(1,))["R@1"] == 1.0
+    # through cir_metrics: six items, the target (item 5) at rank 6, gt[:, 0] (item 0) at 1
+    labels = CIRLabels("circo", torch.tensor([5]), torch.tensor([-1]), gt=torch.tensor([[0, 5]]))
+    assert cir_metrics(f64([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), labels)["R@5"] == 0.0
+
+
+def test_combine_caption_orders_on_one_vector_and_on_batches_of_batches():
+    """Normalised along the last dimension whatever the leading ones: a single [D] query gives
+    row 0 of the batch, and a [2, 1, D] batch the batch's rows."""
+    a, b = f64([3.0, 4.0], [1.0, 0.0]), f64([0.0, 2.0], [0.0, 5.0])
+    batch = combine_caption_orders(a, b)
+    assert torch.allclose(combine_caption_orders(a[0], b[0]), batch[0])
+    nested = combine_caption_orders(a[:, None], b[:, None])
+    assert nested.shape == (2, 1, 2) and torch.allclose(nested[:, 0], batch)
+    # row 1: (1, 0) + (0, 1) -> (0.5, 0.5) -> (1, 1) / sqrt(2)
+    assert batch[1].tolist() == pytest.approx([2**-0.5, 2**-0.5])
 
 
 @pytest.mark.gpu

@@ -202,8 +202,8 @@ def ap_at_k(scores, gt, ks: Sequence[int] = CIRCO_KS, exclude=None) -> dict[int,
     if (n_gt == 0).any():
         q = int((n_gt == 0).nonzero()[0])
         raise ZsbenchError(f"query {q} has no ground truth; CIRCO's AP@k needs at least one.")
-    gs = torch.where(valid, g, g.new_tensor(-2))
-    if ((gs[:, :, None] == gs[:, None, :]) & valid[:, :, None]).sum((1, 2)).gt(n_gt).any():
+    # a valid index (>= 0) never equals the -1 padding, so only real repeats add matches
+    if ((g[:, :, None] == g[:, None, :]) & valid[:, :, None]).sum((1, 2)).gt(n_gt).any():
         raise ZsbenchError("gt lists a gallery item twice for a query; list each once.")
     if exclude is not None:
         s = _excluded_to_neg_inf(s, _exclude_tensor(exclude, s))
@@ -220,7 +220,7 @@ def ap_at_k(scores, gt, ks: Sequence[int] = CIRCO_KS, exclude=None) -> dict[int,
     out = {}
     for k in ks:
         hit = is_gt & (ranks <= k)
-        out[int(k)] = (prec * hit).sum(1) / n_gt.clamp(max=int(k)).to(torch.float64)
+        out[int(k)] = (prec * hit).sum(1) / n_gt.clamp(max=int(k))  # float64 / int64
     return out
 
 
@@ -247,7 +247,7 @@ def _rows(x: Tensor | None, sl: slice) -> Tensor | None:
 
 
 def _chunk_scores(scores, sl: slice) -> Tensor:
-    return _scores(scores[sl] if isinstance(scores, Tensor) else np.asarray(scores[sl]))
+    return _scores(scores[sl])
 
 
 def fashioniq_metrics(

@@ -393,7 +393,7 @@ def sempcyc_ap_at_k(st: RankStats, k: int, ties: str = "expected") -> Tensor:
     s, m, t = st.above(), st.group_size(), st.group_pos()
     full = (s + m) <= k
     straddle = (s < k) & (s + m > k)
-    a = full.sum(dim=1).to(torch.float64)[:, None]
+    a = full.sum(dim=1)[:, None]  # int64; h = a + x is float64
     s_a = (_sklearn_precision(st) * full).sum(dim=1)[:, None]
     zero = torch.zeros_like(s)
     # the straddling group (one per query at most): its size, positives and listed slots
@@ -409,7 +409,7 @@ def sempcyc_ap_at_k(st: RankStats, k: int, ties: str = "expected") -> Tensor:
         return value((g_j - (g_m - g_t)).clamp(min=0.0)).squeeze(1)
     if ties == "optimistic":
         return value(torch.minimum(g_t, g_j)).squeeze(1)
-    x = torch.arange(0, k + 1, device=st.pos.device, dtype=torch.float64)[None]
+    x = torch.arange(k + 1, device=st.pos.device, dtype=torch.float64)[None]
     g_n = g_m - g_t
     valid = (x <= g_t) & (x <= g_j) & (g_j - x <= g_n)
 
