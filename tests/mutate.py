@@ -10,8 +10,11 @@ is below ``--min-score`` (default 95 %), or 2 when mutmut itself fails.
 
 ``--sample N``: test a fixed sample of N mutants instead of all (every (total/N)-th mutant in
 name order, the same sample for the same code); CI runs a sample (tests/README.md).
+``--only GLOB`` (repeatable): test only the mutants whose name matches, e.g. every mutant of
+the functions that changed since a full run (``'zsbench.metrics.cir.x_ap_at_k__mutmut_*'``).
 
-Usage: python tests/mutate.py [--sample N] [--jobs J] [--min-score 95] [--report PATH]
+Usage: python tests/mutate.py [--sample N] [--only GLOB ...] [--jobs J] [--min-score 95]
+       [--report PATH]
 """
 
 from __future__ import annotations
@@ -117,6 +120,13 @@ def _equivalent_reason(name: str, diff: str, table) -> str | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sample", type=int, default=0, help="test N mutants (0: all)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="test only mutants whose name matches (repeatable)",
+    )
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     p.add_argument("--min-score", type=float, default=95.0)
     p.add_argument("--report", default=str(ROOT / "mutants" / "report.md"))
@@ -126,12 +136,17 @@ def main(argv=None) -> int:
 
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     names = all_mutant_names(cfg)
+    if args.only:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in args.only)]
+        if not names:
+            print(f"no mutant matches {args.only}", file=sys.stderr)
+            return 2
     chosen = fixed_sample(names, args.sample) if args.sample else names
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     env.pop("PYTHONPATH", None)  # mutmut puts mutants/ first; nothing may shadow it
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = [str(mutmut), "run", "--max-children", str(args.jobs)]
-    if args.sample:
+    if args.sample or args.only:
         cmd += chosen
     (ROOT / "mutants").mkdir(exist_ok=True)
     t0 = time.time()
@@ -161,12 +176,16 @@ def main(argv=None) -> int:
     score = 100.0 * detected / max(tested - n_equivalent, 1)
     raw = 100.0 * detected / max(tested, 1)
     scope = f"fixed sample of {len(chosen)} of {len(names)}" if args.sample else f"all {len(names)}"
+    if args.only:
+        scope += f" matching {' '.join(args.only)}"
     head = [
         "# Mutation report: zsbench/metrics/ and zsbench/evaluation.py",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; mutants: {scope}; "
         f"wall time {seconds / 60:.1f} min with {args.jobs} workers",
-        f"- command: `python tests/mutate.py{f' --sample {args.sample}' if args.sample else ''}`",
+        f"- command: `python tests/mutate.py{f' --sample {args.sample}' if args.sample else ''}"
+        + "".join(f" --only '{g}'" for g in args.only)
+        + "`",
         f"- statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}",
         f"- killed (incl. timeouts) {detected} / {tested} tested = {raw:.1f} %; "
         f"{n_equivalent} survivors are equivalent (tests/mutation_equivalent.toml): "
