@@ -12,6 +12,8 @@ is below ``--min-score`` (default 95 %), or 2 when mutmut itself fails.
 name order, the same sample for the same code); CI runs a sample (tests/README.md).
 ``--only GLOB`` (repeatable): test only the mutants whose name matches, e.g. every mutant of
 the functions that changed since a full run (``'zsbench.metrics.cir.x_ap_at_k__mutmut_*'``).
+``--report-only``: no run; rewrite the report from the statuses already in ``mutants/`` (after
+editing tests/mutation_equivalent.toml).
 
 Usage: python tests/mutate.py [--sample N] [--only GLOB ...] [--jobs J] [--min-score 95]
        [--report PATH]
@@ -127,6 +129,7 @@ def main(argv=None) -> int:
         metavar="GLOB",
         help="test only mutants whose name matches (repeatable)",
     )
+    p.add_argument("--report-only", action="store_true", help="no run: report what is there")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     p.add_argument("--min-score", type=float, default=95.0)
     p.add_argument("--report", default=str(ROOT / "mutants" / "report.md"))
@@ -134,7 +137,8 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     cfg = _config()
 
-    shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    if not args.report_only:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     names = all_mutant_names(cfg)
     if args.only:
         names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in args.only)]
@@ -149,9 +153,10 @@ def main(argv=None) -> int:
     if args.sample or args.only:
         cmd += chosen
     (ROOT / "mutants").mkdir(exist_ok=True)
-    t0 = time.time()
-    with open(ROOT / "mutants" / "mutmut.log", "w") as log:
-        rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    t0, rc = time.time(), 0
+    if not args.report_only:
+        with open(ROOT / "mutants" / "mutmut.log", "w") as log:
+            rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.time() - t0
     if rc != 0:
         print(f"mutmut failed (exit {rc}); see mutants/mutmut.log", file=sys.stderr)
@@ -182,7 +187,11 @@ def main(argv=None) -> int:
         "# Mutation report: zsbench/metrics/ and zsbench/evaluation.py",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; mutants: {scope}; "
-        f"wall time {seconds / 60:.1f} min with {args.jobs} workers",
+        + (
+            "report rewritten from an earlier run (--report-only)"
+            if args.report_only
+            else f"wall time {seconds / 60:.1f} min with {args.jobs} workers"
+        ),
         f"- command: `python tests/mutate.py{f' --sample {args.sample}' if args.sample else ''}"
         + "".join(f" --only '{g}'" for g in args.only)
         + "`",

@@ -26,6 +26,7 @@ from zsbench.evaluation import (
     tie_warning,
 )
 from zsbench.metrics import (
+    METRIC_SPECS,
     MetricDef,
     MetricSpec,
     get_spec,
@@ -538,6 +539,10 @@ def test_index_tensor_accepts_array_likes():
             return np.array([2, 0])
 
     assert index_tensor(ArrayLike(), "target", 1).tolist() == [2, 0]
+    # the same for the excluded items, one per query: item 2 for query 0, item 0 for query 1
+    s = f64([0.5, 0.6, 0.7], [0.9, 0.6, 0.7])
+    assert target_ranks(s, [1, 2]).tolist() == [2, 2]
+    assert target_ranks(s, [1, 2], exclude=ArrayLike()).tolist() == [1, 1]
     assert index_tensor([np.array(1), np.array(2)], "target", 1).tolist() == [1, 2]
 
 
@@ -697,6 +702,27 @@ _T0, _NONE = torch.tensor([0]), torch.tensor([-1])
 
 def _st():
     return rank_stats(f64([2.0]), f64([2.0, 3.0]))
+
+
+@pytest.mark.parametrize("spec", sorted(METRIC_SPECS))
+def test_per_query_values_takes_integer_scores_and_01_relevance(spec):
+    """Integer scores are ranked as float64 (the tie sampler puts -inf in them) and a 0/1
+    relevance matrix is a mask (an integer tensor would index columns instead)."""
+    s = torch.tensor([[3, 1, 2, 2, 0, 5], [1, 1, 1, 0, 2, 2]])
+    rel = [[1, 0, 1, 0, 0, 1], [0, 1, 1, 0, 1, 0]]
+    want = per_query_values(s.double(), torch.tensor(rel, dtype=torch.bool), spec)
+    got = per_query_values(s, torch.tensor(rel), spec)
+    assert all(torch.equal(got[k], want[k]) for k in want), (got, want)
+
+
+def test_per_query_values_sampling_is_seeded():
+    """Sampled (VOC, tie-dependent) values are the same on every call: a fixed generator."""
+    s = torch.tensor([[1.0] * 6 + [0.0] * 6] * 4)  # two tie groups of mixed relevance per row
+    rel = torch.tensor([[1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0]] * 4, dtype=torch.bool)
+    torch.manual_seed(1)
+    first = per_query_values(s, rel, "sake")["mAP@all"]
+    torch.manual_seed(2)  # the global RNG must not matter
+    assert torch.equal(per_query_values(s, rel, "sake")["mAP@all"], first)
 
 
 def _sbir(query=((1.0,),), query_labels=(0,), gallery=None, gallery_labels=None, **kw):
