@@ -30,6 +30,7 @@ from zsbench.metrics import (
     MetricDef,
     MetricSpec,
     get_spec,
+    per_query_ap,
     per_query_values,
     rank_stats,
     ranking,
@@ -713,6 +714,24 @@ def test_per_query_values_takes_integer_scores_and_01_relevance(spec):
     want = per_query_values(s.double(), torch.tensor(rel, dtype=torch.bool), spec)
     got = per_query_values(s, torch.tensor(rel), spec)
     assert all(torch.equal(got[k], want[k]) for k in want), (got, want)
+
+
+def test_per_query_values_takes_bfloat16_tensors_and_array_likes():
+    """A bfloat16 tensor (numpy has no bfloat16) is used as it is; other inputs go through
+    numpy, so an object with __array__ works (torch.as_tensor alone cannot read it)."""
+
+    class ArrayLike:
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return np.asarray(self.a)
+
+    # scores 0.5, 0.25 (relevant), 1.0: the relevant item at rank 3 -> AP 1/3
+    scores, rel = [[0.5, 0.25, 1.0]], [[False, True, False]]
+    want = [pytest.approx(1 / 3)]
+    assert per_query_ap(torch.tensor(scores, dtype=torch.bfloat16), rel).tolist() == want
+    assert per_query_ap(ArrayLike(scores), ArrayLike(rel)).tolist() == want
 
 
 def test_per_query_values_sampling_is_seeded():

@@ -42,13 +42,13 @@ __all__ = [
 ]
 
 
-def _as_2d(x, name: str, dtype: torch.dtype | None = None) -> Tensor:
+def _as_2d(x, name: str) -> Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
     if t.ndim == 1:
         t = t[None]
     if t.ndim != 2:
         raise ZsbenchError(f"{name} must be [Q, G], got shape {tuple(t.shape)}.")
-    return t if dtype is None else t.to(dtype)
+    return t
 
 
 def per_query_values(
