@@ -363,6 +363,12 @@ def test_default_tie_rules_of_the_ranking_functions():
     # SEM-PCYC apsak: 1 slot left for the tie group {pos, neg}: X = 1 with probability 1/2,
     # then AP over the list = (X (A + X) / K) / (A + X) = 1/2; X = 0 gives 0
     assert float(ranking.sempcyc_ap_at_k(st, 2)[0]) == pytest.approx(1 / 4)
+    # VOC's control variate: the expected precision sum (5/12, above) over R = 1
+    assert float(ranking.voc_control(st)[0]) == pytest.approx(5 / 12)
+    # ZSE-SBIR's P@K looks at the first min(K, R) = 1 rank: a positive tied with one negative
+    # is there with probability 1/2
+    pair = rank_stats(f64([2.0]), f64([2.0]))
+    assert float(ranking.window_precision(pair, 5)[0]) == pytest.approx(1 / 2)
 
 
 # ------------------------------------------------------------------------ spec definitions
@@ -668,6 +674,84 @@ def test_tie_sampler_needs_the_negative_scores():
     msg = "tie sampling needs the negative scores: rank_stats(keep_scores=True)"
     with pytest.raises(ValueError, match=exactly(msg)):
         TieOrderSampler(rank_stats(f64([1.0]), f64([1.0])))
+
+
+def test_rank_stats_select_keeps_every_field_of_the_chosen_rows():
+    pos, neg = f64([3.0, 1.0], [2.0, 2.0], [0.5, 0.1]), f64([2.0, 0.0], [2.0, 5.0], [1.0, 1.0])
+    for keep in (False, True):
+        st = rank_stats(pos, neg, keep_scores=keep)
+        sub = st.select(torch.tensor([2, 1]))
+        for field in ("pos", "tp_ge", "tp_gt", "neg_ge", "neg_gt", "n_tied_neg"):
+            assert torch.equal(getattr(sub, field), getattr(st, field)[[2, 1]]), field
+        assert sub.n_neg == 2
+        assert (sub.neg is None) if not keep else torch.equal(sub.neg, neg[[2, 1]])
+
+
+def test_tie_sampler_draws_untied_stats_with_the_fixed_negatives_added():
+    """A draw: positive 2 tied with negative 2, negatives 3 and 4 always above: 2 fixed
+    negatives above, plus the tied one in half of the draws; no ties inside a draw."""
+    st = rank_stats(f64([2.0]), f64([2.0, 3.0, 4.0, 0.0]), keep_scores=True)
+    sampler = TieOrderSampler(st, torch.Generator().manual_seed(0))
+    above = []
+    for _ in range(64):
+        drawn = sampler.sample()
+        assert torch.equal(drawn.neg_gt, drawn.neg_ge) and drawn.n_neg == 4
+        above.append(float(drawn.neg_ge[0, 0]))
+    assert set(above) == {2.0, 3.0}
+    # 30 positives tied with a negative: every draw orders them strictly (random keys of
+    # ~56 bits; a handful of bits would repeat keys, i.e. leave ties, in most draws)
+    st = rank_stats(torch.zeros(1, 30, dtype=torch.float64), f64([0.0]), keep_scores=True)
+    sampler = TieOrderSampler(st, torch.Generator().manual_seed(0))
+    for _ in range(20):
+        assert torch.equal(sampler.sample().group_pos(), torch.ones(1, 30, dtype=torch.float64))
+
+
+def _voc_ap_by_hand(relevant_in_rank_order: list[bool]) -> float:
+    """SAKE's VOCap over the whole ranking: the precision at each hit, replaced by the largest
+    precision at or after it, averaged over the R hits."""
+    prec, hits = [], 0
+    for rank, rel in enumerate(relevant_in_rank_order, 1):
+        if rel:
+            hits += 1
+            prec.append(hits / rank)
+    return sum(max(prec[i:]) for i in range(len(prec))) / len(prec)
+
+
+def _expected_by_enumeration(groups: list[tuple[int, int]]) -> float:
+    """Exact mean of VOC AP over every order inside the tie groups, listed from the top as
+    (positives, negatives); each order of a group's items is equally likely."""
+    import itertools
+
+    orders = []
+    for n_pos, n_neg in groups:
+        slots = range(n_pos + n_neg)
+        orders.append(
+            [[i in chosen for i in slots] for chosen in itertools.combinations(slots, n_pos)]
+        )
+    values = [_voc_ap_by_hand(sum(combo, [])) for combo in itertools.product(*orders)]
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        [(2, 40)],  # one big tie group: 861 equally likely position pairs
+        [(1, 1)] * 4,  # four score levels, each a positive tied with a negative: 16 orders
+    ],
+    ids=["one-group-of-42", "four-tied-pairs"],
+)
+def test_expected_voc_ap_equals_the_mean_over_every_tie_order(groups):
+    """The sampled expectation lands within 4 standard errors of the exact enumeration (the
+    random keys must stay distinct and inside int64 for every group shape)."""
+    pos, neg = [], []
+    for level, (n_pos, n_neg) in enumerate(reversed(groups)):
+        pos += [float(level)] * n_pos
+        neg += [float(level)] * n_neg
+    st = rank_stats(f64(pos), f64(neg), keep_scores=True)
+    got = expected_voc_ap(st, [None], 1e-7, torch.Generator().manual_seed(0), 64, 4096)
+    value, var = (float(x[0]) for x in got[None])
+    want = _expected_by_enumeration(groups)
+    assert abs(value - want) <= 4 * math.sqrt(var) + 1e-9, (value, want, math.sqrt(var))
 
 
 def test_expected_voc_ap_estimate_is_control_plus_mean_difference():
