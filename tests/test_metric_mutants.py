@@ -365,6 +365,10 @@ def test_default_tie_rules_of_the_ranking_functions():
     assert float(ranking.sempcyc_ap_at_k(st, 2)[0]) == pytest.approx(1 / 4)
     # VOC's control variate: the expected precision sum (5/12, above) over R = 1
     assert float(ranking.voc_control(st)[0]) == pytest.approx(5 / 12)
+    # with a cut-off below R the denominator is min(K, R) = K: positives at ranks 1, 2, 3,
+    # K = 2 -> (1 + 1) / 2 (not / 3)
+    three = rank_stats(f64([3.0, 2.0, 1.0]), f64([0.5]))
+    assert float(ranking.voc_control(three, 2)[0]) == pytest.approx(1.0)
     # ZSE-SBIR's P@K looks at the first min(K, R) = 1 rank: a positive tied with one negative
     # is there with probability 1/2
     pair = rank_stats(f64([2.0]), f64([2.0]))
