@@ -134,6 +134,19 @@ def test_no_query_has_a_relevant_item():
     assert [res["per_class"][c]["n_relevant"] for c in ("8", "9")] == [0, 0]
 
 
+def test_class_means_without_any_class_value_do_not_average_an_empty_list():
+    """No class with a value: the class mean is NaN by the code's own rule, without the
+    'Mean of empty slice' RuntimeWarning numpy gives for np.mean([])."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = evaluate_sbir(
+            np.ones((2, 1)), [8, 9], _GALLERY, _GALLERY_LABELS, similarity="dot", device="cpu"
+        )
+    assert math.isnan(res["metrics"]["mAP@all.class_mean"])
+
+
 def test_tie_fraction_counts_only_evaluated_queries():
     """tie_fraction = tied scores / ((Q - Q without positive) * G): 2 tied of 1 * 4 scores."""
     # gallery 3, 2 (relevant), 2, 1: the relevant item ties one non-relevant item
@@ -295,6 +308,20 @@ def test_similarity_matrix_dimension_message_and_dtypes():
     eu = similarity_matrix(a, b, "euclidean")[0].tolist()
     assert eu == pytest.approx([-math.sqrt(20), -math.sqrt(13)])
     assert similarity_matrix(a.astype(np.float32), b).dtype == torch.float32
+
+
+def test_similarity_matrix_of_half_precision_features_is_float32():
+    """float16 on both sides is computed (and returned) in float32, like any non-float64 input:
+    3, 4, 1, 0 are exact in float16, so the scores equal the float32 ones bit for bit."""
+    a = torch.tensor([[3.0, 4.0], [1.0, 0.0]], dtype=torch.float16)
+    b = torch.tensor([[0.0, 1.0], [1.0, 1.0]], dtype=torch.float16)
+    for sim in ("cosine", "dot", "euclidean"):
+        got = similarity_matrix(a, b, sim)
+        assert got.dtype == torch.float32
+        assert torch.equal(got, similarity_matrix(a.float(), b.float(), sim))
+    # cosine by hand: a rows (0.6, 0.8), (1, 0); b rows (0, 1), (1, 1) / sqrt(2)
+    want = [[0.8, 1.4 / math.sqrt(2)], [0.0, 1 / math.sqrt(2)]]
+    assert similarity_matrix(a, b).tolist() == [pytest.approx(r) for r in want]
 
 
 @pytest.mark.gpu
