@@ -35,6 +35,11 @@ class ClipZeroshot(RetrievalMethod):
             "Images are resized to CLIP's input size by the dataset transform and, when the "
             "dataset renders another size, bilinearly in the method (no centre crop).",
         ),
+        notes=(
+            "Needs real CLIP weights (model.clip=<folder>); with model.clip=tiny, a random tiny "
+            "CLIP used where none are available offline (docs/results.md), it scores near "
+            "chance by construction: a pipeline check, not a result"
+        ),
     )
     similarity = "cosine"
 

@@ -228,6 +228,11 @@ class Drcpl(RetrievalMethod):
             "Images rendered at another size than CLIP's input are resized in the method; CPU "
             "defaults (model.clip=tiny, 64 px, 2 epochs, lr 1e-3) unless preset=paper.",
         ),
+        notes=(
+            "Needs real CLIP weights (model.clip=<folder>); with model.clip=tiny, a random tiny "
+            "CLIP used where none are available offline (docs/results.md), it scores near "
+            "chance by construction: a pipeline check, not a result"
+        ),
     )
     similarity = "cosine"
     train_on = "triplets"
