@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from zsbench.clip import DEFAULT_CLIP, encode_image, fit_image_size, load_clip
+from zsbench.clip import DEFAULT_CLIP, TINY_CLIP_NOTE, encode_image, fit_image_size, load_clip
 from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
 
@@ -35,11 +35,7 @@ class ClipZeroshot(RetrievalMethod):
             "Images are resized to CLIP's input size by the dataset transform and, when the "
             "dataset renders another size, bilinearly in the method (no centre crop).",
         ),
-        notes=(
-            "Needs real CLIP weights (model.clip=<folder>); with model.clip=tiny, a random tiny "
-            "CLIP used where none are available offline (docs/results.md), it scores near "
-            "chance by construction: a pipeline check, not a result"
-        ),
+        notes=TINY_CLIP_NOTE,
     )
     similarity = "cosine"
 

@@ -40,7 +40,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zsbench.backbones import IMAGENET_MEAN, IMAGENET_STD
-from zsbench.clip import DEFAULT_CLIP, encode_image, encode_text, fit_image_size, load_clip
+from zsbench.clip import (
+    DEFAULT_CLIP,
+    TINY_CLIP_NOTE,
+    encode_image,
+    encode_text,
+    fit_image_size,
+    load_clip,
+)
 from zsbench.errors import ZsbenchError
 from zsbench.methods.base import MethodMetadata, RetrievalMethod
 
@@ -228,11 +235,7 @@ class Drcpl(RetrievalMethod):
             "Images rendered at another size than CLIP's input are resized in the method; CPU "
             "defaults (model.clip=tiny, 64 px, 2 epochs, lr 1e-3) unless preset=paper.",
         ),
-        notes=(
-            "Needs real CLIP weights (model.clip=<folder>); with model.clip=tiny, a random tiny "
-            "CLIP used where none are available offline (docs/results.md), it scores near "
-            "chance by construction: a pipeline check, not a result"
-        ),
+        notes=TINY_CLIP_NOTE,
     )
     similarity = "cosine"
     train_on = "triplets"

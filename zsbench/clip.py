@@ -59,6 +59,12 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch16"  # ViT-B/16, the model of DRCPL's 
 DEFAULT_CIR_CLIP = "openai/clip-vit-large-patch14"
 PLACEHOLDER = "$"  # the pseudo word of ZS-CIR prompts ("a photo of $ that ...")
 TINY = "tiny"
+# the leaderboard note of every CLIP-based SBIR method: its numbers mean nothing on the tiny CLIP
+TINY_CLIP_NOTE = (
+    "Needs real CLIP weights (model.clip=<folder>); with model.clip=tiny, a random tiny "
+    "CLIP used where none are available offline (docs/results.md), it scores near "
+    "chance by construction: a pipeline check, not a result"
+)
 # transformers' CLIPImageProcessor defaults (OpenAI's preprocessing); used when a folder has no
 # preprocessor_config.json
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
