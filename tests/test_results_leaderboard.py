@@ -101,3 +101,31 @@ def test_expected_random_ap_matches_simulation():
     assert c["P@100"] == pytest.approx((2 / 100 + 3 / 100) / 2)
     big = chance_metrics(np.array([0]), np.r_[np.zeros(50), np.ones(950)])
     assert big["P@100"] == pytest.approx(50 / 1000)
+
+
+def test_chance_and_gap_to_frozen_per_group():
+    """`chance` is the group's headline chance, `vs frozen` the headline minus frozen's, both
+    per (dataset, split, spec): a method is never compared with another dataset's baseline."""
+    recs = []
+    for ds, frozen, chance in [("synthetic", 0.3, 0.116), ("sketchy21-mini", 0.25, 0.175)]:
+        for seed, delta in [(0, 0.1), (1, 0.2)]:
+            r = record("trained", seed, {"mAP@all": frozen + delta, "P@100": 0.5}, dataset=ds)
+            r["chance"] = {"mAP@all": chance, "P@100": 0.1}
+            recs.append(r)
+        r = record("frozen", 0, {"mAP@all": frozen, "P@100": 0.4}, dataset=ds)
+        r["chance"] = {"mAP@all": chance, "P@100": 0.1}
+        recs.append(r)
+    recs.append(record("alone", 0, {"mAP@all": 0.5}, dataset="no-baseline"))
+    df = build_leaderboard(recs).set_index(["dataset", "method"])
+    assert df.loc[("synthetic", "trained"), "vs frozen"] == pytest.approx(0.15)
+    assert df.loc[("sketchy21-mini", "trained"), "vs frozen"] == pytest.approx(0.15)
+    assert df.loc[("synthetic", "trained"), "chance"] == pytest.approx(0.116)
+    assert df.loc[("sketchy21-mini", "frozen"), "chance"] == pytest.approx(0.175)
+    assert math.isnan(df.loc[("synthetic", "frozen"), "vs frozen"])  # not against itself
+    assert math.isnan(df.loc[("no-baseline", "alone"), "vs frozen"])  # no frozen row
+    assert math.isnan(df.loc[("no-baseline", "alone"), "chance"])  # not recorded
+    assert list(df.columns[-2:]) == ["chance", "vs frozen"]
+    table = format_table(df.reset_index())
+    assert "vs frozen" in table.splitlines()[0] and "+0.1500" in table
+    # one seed everywhere: the cell is text "0.5000", not a number tabulate shortens to 0.5
+    assert "| 0.5000 " in format_table(build_leaderboard([record("x", 0, {"mAP@all": 0.5})]))

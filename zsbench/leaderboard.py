@@ -3,6 +3,10 @@
 One row per (task, dataset, split, metric spec, method); for each metric its mean and std over
 seeds and the number of seeds. A metric some seed lacks stays empty for that row (never
 averaged over the seeds that have it), and a method that lacks a metric has an empty cell.
+Two reference columns say what a number means without a second table: `chance`, the expected
+headline metric of a random ranking on that data, and `vs frozen`, the headline metric minus
+the `frozen` baseline's in the same (task, dataset, split, spec) group (a trained method that
+does not beat the features it starts from has learnt nothing usable for unseen classes).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from zsbench.metrics.specs import METRICS_VERSION
 from zsbench.results import load_results, write_text_atomic
 
 KEY = ["task", "dataset", "split", "spec", "method"]
-INFO_COLUMNS = ("n_seeds", "seeds", "leak", "notes")  # per-row columns that are not metrics
+# per-row columns that are not metrics
+INFO_COLUMNS = ("n_seeds", "seeds", "leak", "notes", "chance", "vs frozen")
+BASELINE = "frozen"  # the method `vs frozen` is measured against
 PREFERRED = ["mAP@all", "P@100", "mAP@200", "P@200"]
 # ZS-CIR main metrics, each dataset's headline first: FashionIQ's category means, CIRCO's mAP@k,
 # CIRR's R@k and R_subset@k (the synthetic data uses CIRCO's protocol)
@@ -65,6 +71,7 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
         # the method's caveat (MethodMetadata.notes) as recorded by its newest run
         newest = max(runs, key=lambda r: r.get("date", ""))
         row["notes"] = (newest.get("method_metadata") or {}).get("notes") or ""
+        row["_chance"] = newest.get("chance") or {}
         for m in metrics:
             values = [r["metrics"].get(m) for r in runs]
             complete = all(v is not None and np.isfinite(v) for v in values)
@@ -77,12 +84,28 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
     # best first within each (task, dataset, split, spec) by its own headline metric: the
     # first of `metrics` that the group has (SBIR mAP@all, CIRCO mAP@5, CIRR R@1, ...)
     df["_main"] = np.nan
+    df["chance"] = np.nan
+    df["vs frozen"] = np.nan
     for _, idx in df.groupby(KEY[:4]).groups.items():
         main = next((m for m in metrics if df.loc[idx, m].notna().any()), None)
         if main:
             df.loc[idx, "_main"] = df.loc[idx, main]
+            df.loc[idx, "chance"] = [_float(c.get(main)) for c in df.loc[idx, "_chance"]]
+            frozen = df.loc[idx][df.loc[idx, "method"] == BASELINE]
+            if len(frozen) == 1 and pd.notna(frozen[main].iloc[0]):
+                others = [i for i in idx if df.loc[i, "method"] != BASELINE]
+                df.loc[others, "vs frozen"] = df.loc[others, main] - frozen[main].iloc[0]
     df = df.sort_values([*KEY[:4], "_main"], ascending=[True] * 4 + [False], na_position="last")
-    return df.drop(columns="_main").reset_index(drop=True)
+    # the reference columns after the metrics, so the CSV reads "scores, then what they mean"
+    order = [c for c in df.columns if c not in ("chance", "vs frozen")] + ["chance", "vs frozen"]
+    return df[order].drop(columns=["_main", "_chance"]).reset_index(drop=True)
+
+
+def _float(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return np.nan
 
 
 def _sig4(x: float) -> str:
@@ -111,9 +134,14 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
             "" if pd.isna(a) else (_sig4(a) if pd.isna(b) else f"{_sig4(a)} ± {_sig4(b)}")
             for a, b in zip(mean, std)
         ]
+    if "chance" in df and df["chance"].notna().any():
+        out["chance"] = ["" if pd.isna(c) else _sig4(c) for c in df["chance"]]
+    if "vs frozen" in df and df["vs frozen"].notna().any():
+        out["vs frozen"] = ["" if pd.isna(d) else f"{d:+#.4g}" for d in df["vs frozen"]]
     if "notes" in df and df["notes"].fillna("").astype(bool).any():
         out["notes"] = df["notes"].fillna("")
-    return out.to_markdown(index=False)
+    # numparse off: tabulate would turn "0.6000" into 0.6 and "+0.1500" into 0.15
+    return out.to_markdown(index=False, disable_numparse=True)
 
 
 def update_leaderboard(results_dir: Path) -> pd.DataFrame:
