@@ -125,10 +125,11 @@ def test_slurm_job_array_sweep_and_rerun_after_scancel(slurm, tmp_path, tiny):
     common = ["--methods", "frozen", "supervised", "--launcher", "slurm"]
     common += ["--slurm", "cpus_per_task=1", "--slurm", "timeout_min=30"]
     common += ["--results-dir", str(results), "--no-progress"]
-    common += [x for o in [*tiny, "supervised:trainer.max_epochs=3"] for x in ("--set", o)]
+    common += [x for o in tiny for x in ("--set", o)]
+    quick = ["--set", "supervised:trainer.max_epochs=3"]
 
     # 1. the 2 x 2 grid as one job array; the sweep waits for it
-    out = _sweep([*common, "--seeds", "0", "1"])
+    out = _sweep([*common, *quick, "--seeds", "0", "1"])
     assert "0 done already, 4 to run with a Slurm job array" in out
     array = _array_id(out)
     assert _sacct(array) == {f"{array}_{i}": "COMPLETED" for i in range(4)}
@@ -147,8 +148,11 @@ def test_slurm_job_array_sweep_and_rerun_after_scancel(slurm, tmp_path, tiny):
     before = {k: p.read_bytes() for k, p in found.items()}
 
     # 2. seeds 0 1 2: two new cells; submitted without waiting, then one task is cancelled
-    #    while its worker runs (array index 1 = supervised/seed2, in grid order)
-    out = _sweep([*common, "--seeds", "0", "1", "2", "--no-wait"])
+    #    while its worker runs (array index 1 = supervised/seed2, in grid order). The victim
+    #    trains for 1000 epochs so that it cannot finish before the cancel arrives: the 3-epoch
+    #    cell can end in the seconds `sweep --no-wait` takes to return on a loaded machine.
+    slow = ["--set", "supervised:trainer.max_epochs=1000"]
+    out = _sweep([*common, *slow, "--seeds", "0", "1", "2", "--no-wait"])
     assert "4 done already, 2 to run with a Slurm job array" in out
     array2 = _array_id(out)
     victim_log = results / "logs" / "sweep" / "supervised__synthetic__seed2.try1.log"
@@ -169,7 +173,7 @@ def test_slurm_job_array_sweep_and_rerun_after_scancel(slurm, tmp_path, tiny):
 
     # 3. the same sweep again fills exactly the cancelled cell (submitit sends a single cell as
     #    a plain job rather than a one-task array)
-    out = _sweep([*common, "--seeds", "0", "1", "2"])
+    out = _sweep([*common, *quick, "--seeds", "0", "1", "2"])
     assert "5 done already, 1 to run with a Slurm job array" in out
     array3 = _array_id(out)
     assert _sacct(array3) == {array3: "COMPLETED"}
