@@ -59,6 +59,9 @@ def _extras(images: dict[str, list[str]], base: float, seed: int) -> dict:
     }
 
 
+CHANCE = {"sketchy": 0.05, "synthetic": 0.08}  # mAP@all of a random ranking, per fake dataset
+
+
 def _write(root, dataset, method, seed, metrics, extras=None, task="sbir", leak=None) -> Path:
     rec = {
         "schema_version": 1,
@@ -66,6 +69,8 @@ def _write(root, dataset, method, seed, metrics, extras=None, task="sbir", leak=
         **{"seed": seed, "status": "ok", "metrics": metrics, "spec": {"name": "default"}},
         "leakage": {"leak": leak},
     }
+    if dataset in CHANCE:
+        rec["chance"] = {"mAP@all": CHANCE[dataset]}
     path = result_path(root, task, dataset, "default", method, seed)
     write_json_atomic(path, rec)
     if extras is not None:
@@ -143,7 +148,9 @@ def test_table_rows_mean_std_n_seeds_and_leak(fake):
             assert row[2] == str(len(SEEDS)) and row[3] == "0 1"
             assert row[4] == ("yes" if row[0] == "frozen" else "no")
             assert row[5] == f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}"
-            assert len(row) == 8  # mAP@all, P@100, notes; per-class means stay in the CSV
+            gap = np.mean(v) - np.mean(values[dataset, "frozen"])
+            assert row[7] == ("" if row[0] == "frozen" else f"{gap:+.4f}")
+            assert len(row) == 9  # mAP@all, P@100, vs frozen, notes; per-class means in the CSV
 
 
 def test_one_bar_chart_per_dataset_heights_follow_means(fake):
@@ -159,6 +166,12 @@ def test_one_bar_chart_per_dataset_heights_follow_means(fake):
         ratio = [heights[m] / means[m] for m in METHODS]
         assert np.allclose(ratio, ratio[0], rtol=0.01)  # bar height is proportional to the mean
         assert fig.count('class="err"') == len(METHODS)  # error bars: every row has 2 seeds
+        # the chance line sits where a bar of the chance value would end
+        (y_chance,) = re.findall(r'y1="([\d.]+)" y2="[\d.]+" class="chance"', fig)
+        (y_axis,) = re.findall(r'y1="([\d.]+)" y2="[\d.]+" class="axis"', fig)
+        chance_height = float(y_axis) - float(y_chance)
+        assert chance_height / CHANCE[dataset] == pytest.approx(ratio[0], rel=0.02)
+        assert f"random ranking (expected): {CHANCE[dataset]:.4f}" in fig
 
 
 def test_pr_curves_mean_over_seeds_and_one_line_per_method(fake, tmp_path):

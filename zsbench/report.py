@@ -176,13 +176,18 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
 
 
+def _gap(value) -> str:
+    """The signed gap to the frozen baseline ("" where there is none)."""
+    return "" if value is None or pd.isna(value) else f"{value:+.4f}"
+
+
 def leaderboard_section(board: pd.DataFrame) -> str:
     parts = ['<section id="leaderboard"><h2>Leaderboard</h2>']
     for (task, dataset, split), rows in board.groupby(KEY[:3], sort=True):
         metrics = _headline_metrics(rows)
         head = "".join(
             f"<th>{_e(h)}</th>"
-            for h in ["method", "spec", "n_seeds", "seeds", "leak", *metrics, "notes"]
+            for h in ["method", "spec", "n_seeds", "seeds", "leak", *metrics, "vs frozen", "notes"]
         )
         best = {m: rows[m].max() for m in metrics}
         body = []
@@ -198,6 +203,7 @@ def leaderboard_section(board: pd.DataFrame) -> str:
             body.append(
                 f'<tr class="row"><td class="method">{_e(r["method"])}</td><td>{_e(r["spec"])}'
                 f"</td><td>{r['n_seeds']}</td><td>{_e(r['seeds'])}</td>{leak}{cells}"
+                f"<td>{_e(_gap(r.get('vs frozen')))}</td>"
                 f'<td class="notes">{_e(r.get("notes") or "")}</td></tr>'
             )
         parts.append(
@@ -207,7 +213,8 @@ def leaderboard_section(board: pd.DataFrame) -> str:
         )
     parts.append(
         '<p class="note">mean ± std over seeds (std with ddof=1, empty for one seed); best per '
-        "column in bold; leak = the backbone's pretraining classes overlap the unseen classes. "
+        "column in bold; leak = the backbone's pretraining classes overlap the unseen classes; "
+        "vs frozen = the main metric minus the frozen baseline's on the same data. "
         "Per-class means are in leaderboard.csv.</p></section>"
     )
     return "\n".join(parts)
@@ -226,6 +233,9 @@ def bar_chart_section(board: pd.DataFrame, colours: dict[str, str]) -> str:
         # the split / spec join the label only when the dataset has more than one
         extra = [c for c in ("split", "spec") if rows[c].nunique() > 1]
         labels = [" · ".join([r["method"], *(r[c] for c in extra)]) for _, r in rows.iterrows()]
+        # one dashed line at the random ranking's expected value, when the bars share it
+        chances = rows["chance"].dropna().unique() if "chance" in rows else []
+        chance = float(chances[0]) if len(chances) == 1 else None
         parts.append(
             f'<figure class="bars"><figcaption>{_e(task)} · {_e(dataset)}: {_e(metric)} '
             "(error bars: std over seeds)</figcaption>"
@@ -236,6 +246,7 @@ def bar_chart_section(board: pd.DataFrame, colours: dict[str, str]) -> str:
                 rows["n_seeds"].tolist(),
                 [colours[m] for m in rows["method"]],
                 metric,
+                chance,
             )
             + "</figure>"
         )
@@ -251,12 +262,17 @@ def _nice_top(value: float) -> float:
     return float(next(s * exp for s in (1, 2, 2.5, 5, 10) if s * exp >= value - 1e-12))
 
 
-def bar_chart_svg(labels, means, stds, n_seeds, colours, metric: str) -> str:
-    h, left, right, top, bottom = 320, 60, 20, 24, 110
+def bar_chart_svg(labels, means, stds, n_seeds, colours, metric: str, chance=None) -> str:
+    h, top, bottom = 320, 24, 110
+    right = 20 if chance is None else 56  # room for the chance line's label
     slot = min(110, 680 / max(len(labels), 1))  # few bars stay narrow, many fit in 760 px
+    # labels are rotated by 30 degrees and end under their bar: a long first label reaches
+    # left of the axis (about 6.2 px per character at 11 px, times cos 30 degrees)
+    full = [f"{label} (n={n})" for label, n in zip(labels, n_seeds)]
+    left = max([60] + [len(s) * 5.4 - (i + 0.5) * slot + 8 for i, s in enumerate(full)])
     w = left + right + slot * len(labels)
     tops = [m + (0 if pd.isna(s) else s) for m, s in zip(means, stds)]
-    y_max = _nice_top(max(tops))
+    y_max = _nice_top(max([*tops, chance or 0]))
 
     def y(v: float) -> float:
         return top + (h - top - bottom) * (1 - v / y_max)
@@ -286,6 +302,12 @@ def bar_chart_svg(labels, means, stds, n_seeds, colours, metric: str) -> str:
         out.append(
             f'<text transform="translate({xc:.1f},{y(0) + 14:.1f}) rotate(-30)" '
             f'text-anchor="end">{_e(label)} (n={n})</text>'
+        )
+    if chance is not None:
+        out.append(
+            f'<line x1="{left}" x2="{w - right}" y1="{y(chance):.1f}" y2="{y(chance):.1f}" '
+            f'class="chance"><title>random ranking (expected): {chance:.4f}</title></line>'
+            f'<text x="{w - right + 4}" y="{y(chance) + 4:.1f}">chance</text>'
         )
     out.append(
         f'<line x1="{left}" x2="{w - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" class="axis"/>'
@@ -501,6 +523,7 @@ td.method { font-family: monospace; }
 .empty { font-size: 18px; padding: 16px; background: #fff4d6; border: 1px solid #e0c060; }
 svg text { font-size: 11px; fill: #222; } svg .grid { stroke: #e3e3e3; }
 svg .axis { stroke: #333; } svg .err { stroke: #222; stroke-width: 1.5; fill: none; }
+svg .chance { stroke: #b00; stroke-dasharray: 5 4; }
 svg .frame { fill: none; stroke: #333; }
 figure { margin: 8px 0; } figcaption { font-weight: 600; }
 .grid-row { display: flex; gap: 6px; margin: 6px 0; align-items: flex-start; }
