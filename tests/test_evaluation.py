@@ -37,14 +37,11 @@ def _toy_features(scores, labels):
 
 
 def _evaluator_cases():
-    """(spec, ties in the data, tie rule); the sampled VOC AP with expected ties takes ~20 s a
-    case (per-query sampling in the reference): marked slow (left out of `make mutate`)."""
+    """(spec, ties in the data, tie rule) for every spec."""
     for name in sorted(METRIC_SPECS):
-        sampled = any(m.sampled("expected") for m in METRIC_SPECS[name].metrics)
         for ties in (False, True):
             for rule in ("expected", "pessimistic", "optimistic"):
-                slow = ties and rule == "expected" and sampled
-                yield pytest.param(name, ties, rule, marks=[pytest.mark.slow] if slow else [])
+                yield name, ties, rule
 
 
 @pytest.mark.parametrize("name, ties, rule", list(_evaluator_cases()))

@@ -183,6 +183,34 @@ def test_sampled_standard_error_is_below_target_and_reported():
     assert again["metrics"] == res["metrics"]  # a fixed generator: reproducible
 
 
+def test_stacked_tie_draws_equal_one_draw_per_call(monkeypatch):
+    """Draws ranked together in one call (tie_sampling.STACK_ELEMENTS) give bit-identical
+    estimates to one draw per call: same random numbers, sums in the same order."""
+    from zsbench.metrics import tie_sampling
+
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 12, (5, 30), generator=g).double()  # tied and untied items
+    rel = torch.rand(5, 30, generator=g) < 0.3
+    rel[:, 0] = True
+    rel[:, 1:] = rel[:1, 1:]  # the same R for every query: one block
+    st = rank_stats(
+        torch.stack([s[m] for s, m in zip(scores, rel)]),
+        torch.stack([s[~m] for s, m in zip(scores, rel)]),
+        keep_scores=True,
+    )
+
+    def run():
+        gen = torch.Generator().manual_seed(0)
+        return tie_sampling.expected_voc_ap(st, [None, 10], 0.0, gen, max_samples=64)
+
+    stacked = run()
+    monkeypatch.setattr(tie_sampling, "STACK_ELEMENTS", 0)
+    single = run()
+    for k in (None, 10):
+        assert bool(stacked[k][1].gt(0).any())  # some queries were sampled
+        assert torch.equal(stacked[k][0], single[k][0]) and torch.equal(stacked[k][1], single[k][1])
+
+
 def test_expected_precision_sum_of_one_tie_group_is_random_ranking_ap():
     """All items tied: the expected AP under random order is the chance formula."""
     for r, n in ((1, 5), (3, 10), (40, 333)):
