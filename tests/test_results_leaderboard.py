@@ -10,7 +10,12 @@ import pytest
 
 from zsbench.chance import chance_metrics, expected_random_ap
 from zsbench.errors import ZsbenchError
-from zsbench.leaderboard import build_leaderboard, format_table, update_leaderboard
+from zsbench.leaderboard import (
+    build_leaderboard,
+    format_table,
+    headline_metric,
+    update_leaderboard,
+)
 from zsbench.results import SCHEMA_VERSION, load_results, result_path, write_json_atomic
 
 
@@ -129,3 +134,20 @@ def test_chance_and_gap_to_frozen_per_group():
     assert "vs frozen" in table.splitlines()[0] and "+0.1500" in table
     # one seed everywhere: the cell is text "0.5000", not a number tabulate shortens to 0.5
     assert "| 0.5000 " in format_table(build_leaderboard([record("x", 0, {"mAP@all": 0.5})]))
+
+
+def test_headline_metric_is_the_first_present_mean():
+    """One rule ranks the rows, picks `chance` / `vs frozen` and names the report's chart: the
+    first metric in leaderboard order with a value, never a per-class mean or a std."""
+    recs = [
+        record("frozen", 0, {"P@100": 0.2, "mAP@all.class_mean": 0.9, "R@1": 0.1}),
+        record("trained", 0, {"P@100": 0.5, "mAP@all.class_mean": 0.1, "R@1": 0.9}),
+    ]
+    df = build_leaderboard(recs)
+    assert headline_metric(df) == "P@100"
+    assert list(df["method"]) == ["trained", "frozen"]  # ranked by P@100, not the class mean
+    assert df.set_index("method").loc["trained", "vs frozen"] == pytest.approx(0.3)
+    assert headline_metric(build_leaderboard([record("a", 0, {"mAP@all": 0.5, "P@100": 1})])) == (
+        "mAP@all"
+    )
+    assert headline_metric(build_leaderboard([])) is None

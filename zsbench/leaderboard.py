@@ -37,6 +37,28 @@ def metric_order(names: set[str]) -> list[str]:
     return first + sorted(names - set(first))
 
 
+def metric_columns(board: pd.DataFrame) -> list[str]:
+    """The metric columns of leaderboard rows that hold a value, in leaderboard order (means
+    only: no `std`, no per-class `.class_mean`)."""
+    names = {
+        c
+        for c in board.columns
+        if c not in (*KEY, *INFO_COLUMNS)
+        and not c.startswith("_")
+        and not c.endswith(" std")
+        and "." not in c
+        and board[c].notna().any()
+    }
+    return metric_order(names)
+
+
+def headline_metric(board: pd.DataFrame) -> str | None:
+    """The one metric rows are ranked, charted and compared with frozen by: the first present
+    in leaderboard order (SBIR mAP@all; CIRCO mAP@5, CIRR R@1, FashionIQ mean/R@10)."""
+    metrics = metric_columns(board)
+    return metrics[0] if metrics else None
+
+
 def spec_label(spec: dict | None) -> str:
     """The leaderboard's spec column: the spec's name, plus its tie rule when that is not the
     default and its metric version when older, so that rows never mix two definitions."""
@@ -81,13 +103,12 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
             )
         rows.append(row)
     df = pd.DataFrame(rows)
-    # best first within each (task, dataset, split, spec) by its own headline metric: the
-    # first of `metrics` that the group has (SBIR mAP@all, CIRCO mAP@5, CIRR R@1, ...)
+    # best first within each (task, dataset, split, spec) by its own headline metric
     df["_main"] = np.nan
     df["chance"] = np.nan
     df["vs frozen"] = np.nan
     for _, idx in df.groupby(KEY[:4]).groups.items():
-        main = next((m for m in metrics if df.loc[idx, m].notna().any()), None)
+        main = headline_metric(df.loc[idx])
         if main:
             df.loc[idx, "_main"] = df.loc[idx, main]
             df.loc[idx, "chance"] = [_float(c.get(main)) for c in df.loc[idx, "_chance"]]

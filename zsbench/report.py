@@ -30,7 +30,7 @@ from PIL import Image
 
 from zsbench import __version__
 from zsbench.errors import ZsbenchError
-from zsbench.leaderboard import INFO_COLUMNS, KEY, build_leaderboard, metric_order
+from zsbench.leaderboard import KEY, build_leaderboard, headline_metric, metric_columns
 from zsbench.results import extras_path, read_result, result_files, write_text_atomic
 from zsbench.results import results_dir as resolve_results_dir
 
@@ -149,27 +149,6 @@ def header_section(root: Path, now: dt.datetime, runs: list[Run], board: pd.Data
 # ---------------------------------------------------------------- leaderboard
 
 
-def _headline_metrics(rows: pd.DataFrame) -> list[str]:
-    """Metric columns with a value in `rows`, leaderboard order; per-class means left out."""
-    names = {
-        c
-        for c in rows.columns
-        if c not in (*KEY, *INFO_COLUMNS)
-        and not c.endswith(" std")
-        and "." not in c
-        and rows[c].notna().any()
-    }
-    return metric_order(names)
-
-
-def main_metric(task: str, rows: pd.DataFrame) -> str | None:
-    """mAP@all for SBIR; otherwise (CIR) the first metric present in leaderboard order."""
-    metrics = _headline_metrics(rows)
-    if task == "sbir" and "mAP@all" in metrics:
-        return "mAP@all"
-    return metrics[0] if metrics else None
-
-
 def _cell(mean: float, std: float) -> str:
     if pd.isna(mean):
         return ""
@@ -184,7 +163,7 @@ def _gap(value) -> str:
 def leaderboard_section(board: pd.DataFrame) -> str:
     parts = ['<section id="leaderboard"><h2>Leaderboard</h2>']
     for (task, dataset, split), rows in board.groupby(KEY[:3], sort=True):
-        metrics = _headline_metrics(rows)
+        metrics = metric_columns(rows)
         head = "".join(
             f"<th>{_e(h)}</th>"
             for h in ["method", "spec", "n_seeds", "seeds", "leak", *metrics, "vs frozen", "notes"]
@@ -226,7 +205,7 @@ def leaderboard_section(board: pd.DataFrame) -> str:
 def bar_chart_section(board: pd.DataFrame, colours: dict[str, str]) -> str:
     parts = ['<section id="charts"><h2>Main metric per dataset</h2>']
     for (task, dataset), rows in board.groupby(KEY[:2], sort=True):
-        metric = main_metric(task, rows)
+        metric = headline_metric(rows)
         if metric is None:
             continue
         rows = rows[rows[metric].notna()]
