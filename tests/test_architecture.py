@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from zsbench.results import SCHEMA_VERSION, result_path, write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 # source folder -> installed package (pyproject's package-dir mapping)
 PACKAGES = {
@@ -154,6 +156,31 @@ def _modules_after(argv: list[str], env: dict | None = None) -> set[str]:
 def test_listing_commands_import_neither_torch_nor_plugins(argv):
     loaded = _modules_after(argv)
     assert not loaded & {"torch", "numpy", "pandas", *HEAVY}, sorted(loaded)
+
+
+@pytest.mark.parametrize("command", ["leaderboard", "report"])
+def test_table_commands_import_no_torch(command, tmp_path):
+    """The leaderboard and the report are pandas over JSON files: no torch (about 2.5 s)."""
+    root = tmp_path / "results"
+    write_json_atomic(
+        result_path(root, "sbir", "synthetic", "default", "frozen", 0),
+        {
+            "schema_version": SCHEMA_VERSION,
+            "task": "sbir",
+            "dataset": "synthetic",
+            "split": "default",
+            "method": "frozen",
+            "seed": 0,
+            "status": "ok",
+            "metrics": {"mAP@all": 0.5},
+            "spec": {"name": "default", "version": "1.0"},
+        },
+    )
+    loaded = _modules_after([command, "--results-dir", str(root)])
+    assert not loaded & {"torch", *HEAVY}, sorted(loaded & {"torch", *HEAVY})
+    assert (root / ("leaderboard.csv" if command == "leaderboard" else "report.html")).exists()
+    if command == "leaderboard":  # the older metric version is still labelled
+        assert "default v1.0" in (root / "leaderboard.csv").read_text()
 
 
 def test_compute_commands_import_nothing_heavy(tmp_path, shared_data):

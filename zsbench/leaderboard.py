@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
-from zsbench.metrics.specs import METRICS_VERSION
+from zsbench.metrics_version import METRICS_VERSION
 from zsbench.results import load_results, write_text_atomic
 
 KEY = ["task", "dataset", "split", "spec", "method"]

@@ -16,8 +16,7 @@ from torch import Tensor
 
 import zsbench.metrics.ranking as ranking
 from zsbench.errors import unknown_name
-
-METRICS_VERSION = "2.0"  # 2.0: paper specs take the expected value over tie orders
+from zsbench.metrics_version import METRICS_VERSION
 
 # rule name -> (function(stats, k, denominator, ties) -> Tensor[C], depends on the tie order)
 _RULES: dict[str, tuple[Callable[..., Tensor], bool]] = {
