@@ -158,6 +158,30 @@ def test_listing_commands_import_neither_torch_nor_plugins(argv):
     assert not loaded & {"torch", "numpy", "pandas", *HEAVY}, sorted(loaded)
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "rpdk"], "Unknown method 'rpdk'. Did you mean: rpkd?"),
+        (["--method", "rpkd", "--dataset", "circo"], "is a sbir method but dataset 'circo'"),
+    ],
+)
+def test_bench_rejects_bad_names_before_importing_torch(argv, message):
+    """A typo in `zsbench bench` is answered at once: no torch, no lightning loaded."""
+    out = _python(
+        f"""
+        import json, sys
+        from zsbench.cli import main
+        sys.stderr = sys.stdout
+        rc = main({["bench", *argv]!r})
+        print("RC=" + str(rc))
+        print("MODULES=" + json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
+        """
+    )
+    assert "RC=2" in out and message in out, out
+    loaded = set(json.loads(out.split("MODULES=")[-1]))
+    assert not loaded & {"torch", *HEAVY}, sorted(loaded & {"torch", *HEAVY})
+
+
 @pytest.mark.parametrize("command", ["leaderboard", "report"])
 def test_table_commands_import_no_torch(command, tmp_path):
     """The leaderboard and the report are pandas over JSON files: no torch (about 2.5 s)."""

@@ -44,6 +44,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from zsbench.registry import check_pair
+
+    check_pair(args.method, args.dataset)  # a typo fails before the training stack loads
     from zsbench.leaderboard import format_table, update_leaderboard
     from zsbench.results import results_dir
     from zsbench.runner import bench, summarize

@@ -21,7 +21,7 @@ from filelock import FileLock
 from zsbench.config import DATA_PROVIDED, resolve_config
 from zsbench.errors import ZsbenchError
 from zsbench.evaluation import tie_warning
-from zsbench.registry import DATASETS, METHODS
+from zsbench.registry import DATASETS, METHODS, check_pair
 from zsbench.results import result_path, results_dir
 from zsbench.runner.cir import cir_chance, run_cir
 from zsbench.runner.common import BenchOutcome, RunPlan, _launched_rank
@@ -77,13 +77,9 @@ def plan_run(
 ) -> RunPlan:
     """Resolve the config and the split of one cell. `dm_cache`: a dict the caller keeps to set
     up each distinct dataset config once (the sweep plans many cells of one dataset)."""
+    check_pair(method, dataset)
     method_cls, dataset_cls = METHODS.get(method), DATASETS.get(dataset)
     meta = method_cls.metadata
-    if meta.task != dataset_cls.task:
-        raise ZsbenchError(
-            f"Method {method!r} is a {meta.task} method but dataset {dataset!r} is a "
-            f"{dataset_cls.task} dataset."
-        )
     cfg = resolve_config(method_cls, dataset_cls, method, dataset, overrides, DATA_PROVIDED)
     root = results_dir(results)
     key = (dataset, json.dumps(cfg["dataset"], sort_keys=True, default=str))
