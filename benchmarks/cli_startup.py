@@ -3,7 +3,9 @@
 In one run (each timing the best of --repeats runs, the same rule for every command):
   import torch                     the floor of anything that computes
   zsbench --help / methods / datasets          target < 1.5 s (they import no torch)
-  zsbench leaderboard / score-submission       reported
+  zsbench leaderboard / report (no results)    target < 1.5 s (pandas, no torch)
+  zsbench bench --method <typo>                target < 1.5 s (the error comes before torch)
+  zsbench score-submission                     reported
   zsbench evaluate                 overhead (process - its own evaluate_sbir time)
                                    target <= import torch + 1 s
   zsbench evaluate vs a plain script looping sklearn.metrics.average_precision_score over the
@@ -45,13 +47,14 @@ print(f"mAP@all {np.mean(aps):.6f}")
 """
 
 
-def timed(cmd: list[str], repeats: int) -> tuple[float, str]:
+def timed(cmd: list[str], repeats: int, rc: int = 0) -> tuple[float, str]:
+    """Best wall time of `repeats` runs and the output; `rc`: the exit status expected."""
     best, out = float("inf"), ""
     for _ in range(repeats):
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         elapsed = time.perf_counter() - start
-        if done.returncode != 0:
+        if done.returncode != rc:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
         best, out = min(best, elapsed), done.stdout
     return best, out
@@ -91,8 +94,12 @@ def main() -> int:
         check(f"zsbench {argv[0]}", s, "< 1.5 s", s < 1.5)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        s, _ = timed([*ZSBENCH, "leaderboard", "--results-dir", str(tmp / "r")], args.repeats)
-        check("zsbench leaderboard (no results)", s, "", None)
+        (tmp / "r").mkdir()
+        for command in ("leaderboard", "report"):
+            s, _ = timed([*ZSBENCH, command, "--results-dir", str(tmp / "r")], args.repeats)
+            check(f"zsbench {command} (no results)", s, "< 1.5 s", s < 1.5)
+        s, _ = timed([*ZSBENCH, "bench", "--method", "rpdk"], args.repeats, rc=2)
+        check("zsbench bench --method rpdk (a typo)", s, "< 1.5 s", s < 1.5)
         cir = ROOT.parent / "shared" / "data"
         if (cir / "cir" / "circo").is_dir():
             sub = tmp / "s.json"
