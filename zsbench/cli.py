@@ -2,8 +2,9 @@
 evaluate, score-submission.
 
 Every command imports only what it needs, inside its handler: `zsbench --help`, `methods` and
-`datasets` import neither torch nor any plug-in, `evaluate`, `leaderboard` and
-`score-submission` never import lightning, transformers, wandb or timm
+`datasets` import neither torch nor any plug-in, `leaderboard` and `report` no torch,
+`evaluate` and `score-submission` never lightning, transformers, wandb or timm, and `bench`
+checks its method and dataset names before it loads the training stack
 (benchmarks/cli_startup.py measures it, tests/test_architecture.py pins it).
 """
 
