@@ -312,3 +312,11 @@ def test_headless_chromium_renders_table_charts_and_grid(tmp_path, chromium):
     rendered = re.findall(r'<td class="method">(\w+)</td>', dom)
     assert sorted(rendered) == sorted(METHODS)
     assert json.dumps("zsbench report")[1:-1] in dom
+
+
+def test_every_registered_method_gets_its_own_colour():
+    """A report of the whole registry never draws two methods in one colour."""
+    from zsbench.registry import METHODS as REGISTERED
+    from zsbench.report import PALETTE
+
+    assert len(set(PALETTE)) == len(PALETTE) >= len(REGISTERED.names())

@@ -37,10 +37,14 @@ from zsbench.results import results_dir as resolve_results_dir
 THUMB_PX = 96
 MAX_QUERIES = 5
 TOP_K = 10
-# Colour-blind-safe (Okabe-Ito) first, then more; a method keeps its colour in every chart.
+# Colour-blind-safe (Okabe-Ito) first, then Paul Tol's muted scheme: one distinct colour for
+# each registered method (tests/test_report.py checks there are enough); a method keeps its
+# colour in every chart.
 PALETTE = [
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9",
     "#D55E00", "#F0E442", "#000000", "#7F7F7F", "#8C564B",
+    "#332288", "#117733", "#882255", "#44AA99", "#999933",
+    "#AA4499", "#88CCEE", "#DDCC77", "#CC6677", "#661100",
 ]  # fmt: skip
 
 
