@@ -1154,3 +1154,30 @@ def test_tie_se_is_root_summed_variance_over_counted_queries(n_tied, monkeypatch
         want = math.sqrt(float(var.sum())) / n_tied
         assert res["tie_se"][key] == pytest.approx(want, rel=1e-12)
     assert set(res["tie_se"]) == {"mAP@all", "mAP@200"}
+
+
+@pytest.mark.parametrize("ties", ["expected", "pessimistic", "optimistic"])
+def test_ranking_core_makes_every_tensor_on_its_inputs_device(ties):
+    """rank_stats, every spec and the tie sampler create each tensor on the device of their
+    inputs. A factory call that leaves the device out would land on the default device: on a
+    GPU run, a CPU tensor. Here the default device is `meta` while the inputs are on the CPU,
+    so such a call fails or returns a tensor without values (no second device needed)."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.randint(0, 5, (6, 40), generator=g).double()  # ties across relevance
+    cases = [(s[:, :7], s[:, 7:]), (s[:, :7], s[:, :0])]  # with and without negatives
+    for pos, neg in cases:
+        want = {
+            name: get_spec(name, ties).compute(
+                rank_stats(pos, neg, keep_scores=True), 1e-4, torch.Generator().manual_seed(0)
+            )
+            for name in METRIC_SPECS
+        }
+        with torch.device("meta"):
+            for name in METRIC_SPECS:
+                st = rank_stats(pos, neg, keep_scores=True)
+                got = get_spec(name, ties).compute(st, 1e-4, torch.Generator().manual_seed(0))
+                for key, (value, var) in got.items():
+                    assert value.device.type == "cpu", (name, key)
+                    assert torch.equal(value, want[name][key][0]), (name, key)
+                    if var is not None:
+                        assert torch.equal(var, want[name][key][1]), (name, key)
