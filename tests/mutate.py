@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     status = _results(cfg)
     chosen_set = set(chosen)
     status = {k: v for k, v in status.items() if k in chosen_set}
+    # an unfinished run (stopped, or reported with --report-only midway): score what was tested
+    pending = sum(v == "not checked" for v in status.values())
+    status = {k: v for k, v in status.items() if v != "not checked"}
     table = _equivalents()
     counts: dict[str, int] = {}
     for v in status.values():
@@ -195,7 +198,8 @@ def main(argv=None) -> int:
         f"- command: `python tests/mutate.py{f' --sample {args.sample}' if args.sample else ''}"
         + "".join(f" --only '{g}'" for g in args.only)
         + "`",
-        f"- statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}",
+        f"- statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}"
+        + (f"; not run yet {pending} (the score covers the tested ones)" if pending else ""),
         f"- killed (incl. timeouts) {detected} / {tested} tested = {raw:.1f} %; "
         f"{n_equivalent} survivors are equivalent (tests/mutation_equivalent.toml): "
         f"score {detected} / {tested - n_equivalent} = **{score:.1f} %** "
