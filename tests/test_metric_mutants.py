@@ -1181,3 +1181,23 @@ def test_ranking_core_makes_every_tensor_on_its_inputs_device(ties):
                     assert torch.equal(value, want[name][key][0]), (name, key)
                     if var is not None:
                         assert torch.equal(var, want[name][key][1]), (name, key)
+
+
+def test_similarity_matrix_names_the_bad_argument_and_keeps_float64():
+    """An error names the argument (`a` or `b`); float64 on either side computes in float64
+    (the docstring's rule), not in the first argument's dtype."""
+    with pytest.raises(ZsbenchError) as err:
+        similarity_matrix(np.zeros(3), np.zeros((2, 3)))
+    assert str(err.value).startswith("a must be a 2-D array [N, D] of features, got shape (3,)")
+    with pytest.raises(ZsbenchError) as err:
+        similarity_matrix(np.zeros((2, 3)), np.zeros(3))
+    assert str(err.value).startswith("b must be a 2-D array [N, D] of features, got shape (3,)")
+    a64 = torch.tensor([[1.0, 1e-9], [0.0, 1.0]], dtype=torch.float64)
+    b64 = torch.tensor([[1.0, 0.0], [1.0, 1e-9]], dtype=torch.float64)
+    # dot products by hand: [[1, 1 + 1e-18], [0, 1e-9]]; 1e-9 would be lost in float32 sums
+    want = torch.tensor([[1.0, 1.0 + 1e-18], [0.0, 1e-9]], dtype=torch.float64)
+    for a, b in [(a64.float(), b64), (a64, b64.float())]:
+        got = similarity_matrix(a, b, "dot")
+        assert got.dtype == torch.float64
+        assert torch.equal(got, a.double() @ b.double().T)
+    assert torch.allclose(similarity_matrix(a64, b64, "dot"), want, rtol=0, atol=1e-20)
