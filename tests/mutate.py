@@ -6,7 +6,9 @@ in tests/mutation_equivalent.toml (with the reason given there), and exits 1 whe
 
     score = (killed + timeout) / (tested - equivalent)
 
-is below ``--min-score`` (default 95 %), or 2 when mutmut itself fails.
+is below ``--min-score`` (default 95 %), or 2 when mutmut itself fails. A mutant that timed
+out is run a second time and keeps that verdict: on a loaded machine mutmut's wall-clock
+limit can stop a mutant before its tests finish.
 
 ``--sample N``: test a fixed sample of N mutants instead of all (every (total/N)-th mutant in
 name order, the same sample for the same code); CI runs a sample (tests/README.md).
@@ -154,9 +156,22 @@ def main(argv=None) -> int:
         cmd += chosen
     (ROOT / "mutants").mkdir(exist_ok=True)
     t0, rc = time.time(), 0
+    retried = 0
     if not args.report_only:
         with open(ROOT / "mutants" / "mutmut.log", "w") as log:
             rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # mutmut's wall-clock limit is half its CPU limit: on a loaded machine a mutant the
+            # tests would kill can time out instead. Each timeout is run once more (a named
+            # mutant is always re-run) and keeps the verdict of that second run.
+            chosen_set = set(chosen)
+            timeouts = [k for k, v in _results(cfg).items() if v == "timeout" and k in chosen_set]
+            if rc == 0 and timeouts:
+                retried = len(timeouts)
+                log.write(f"\n# re-running {retried} timeout(s)\n")
+                log.flush()
+                rc = subprocess.call(
+                    [*cmd[:4], *timeouts], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
     seconds = time.time() - t0
     if rc != 0:
         print(f"mutmut failed (exit {rc}); see mutants/mutmut.log", file=sys.stderr)
@@ -199,7 +214,8 @@ def main(argv=None) -> int:
         + "".join(f" --only '{g}'" for g in args.only)
         + "`",
         f"- statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}"
-        + (f"; not run yet {pending} (the score covers the tested ones)" if pending else ""),
+        + (f"; not run yet {pending} (the score covers the tested ones)" if pending else "")
+        + (f"; {retried} timeout(s) run a second time" if retried else ""),
         f"- killed (incl. timeouts) {detected} / {tested} tested = {raw:.1f} %; "
         f"{n_equivalent} survivors are equivalent (tests/mutation_equivalent.toml): "
         f"score {detected} / {tested - n_equivalent} = **{score:.1f} %** "
