@@ -206,9 +206,15 @@ def test_stacked_tie_draws_equal_one_draw_per_call(monkeypatch):
     stacked = run()
     monkeypatch.setattr(tie_sampling, "STACK_ELEMENTS", 0)
     single = run()
+    # 3 draws a call (the batch of 16 ends with a call of 1): STACK_ELEMENTS = 3 blocks of keys
+    keys = tie_sampling.TieOrderSampler(st).base.numel()  # sampled keys of one draw
+    monkeypatch.setattr(tie_sampling, "STACK_ELEMENTS", 3 * keys + 1)
+    threes = run()
     for k in (None, 10):
         assert bool(stacked[k][1].gt(0).any())  # some queries were sampled
-        assert torch.equal(stacked[k][0], single[k][0]) and torch.equal(stacked[k][1], single[k][1])
+        for other in (single, threes):
+            assert torch.equal(stacked[k][0], other[k][0])
+            assert torch.equal(stacked[k][1], other[k][1])
 
 
 def test_expected_precision_sum_of_one_tie_group_is_random_ranking_ap():
