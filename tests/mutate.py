@@ -157,13 +157,13 @@ def main(argv=None) -> int:
     (ROOT / "mutants").mkdir(exist_ok=True)
     t0, rc = time.time(), 0
     retried = 0
+    chosen_set = set(chosen)
     if not args.report_only:
         with open(ROOT / "mutants" / "mutmut.log", "w") as log:
             rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             # mutmut's wall-clock limit is half its CPU limit: on a loaded machine a mutant the
             # tests would kill can time out instead. Each timeout is run once more (a named
             # mutant is always re-run) and keeps the verdict of that second run.
-            chosen_set = set(chosen)
             timeouts = [k for k, v in _results(cfg).items() if v == "timeout" and k in chosen_set]
             if rc == 0 and timeouts:
                 retried = len(timeouts)
@@ -178,7 +178,6 @@ def main(argv=None) -> int:
         return 2
 
     status = _results(cfg)
-    chosen_set = set(chosen)
     status = {k: v for k, v in status.items() if k in chosen_set}
     # an unfinished run (stopped, or reported with --report-only midway): score what was tested
     pending = sum(v == "not checked" for v in status.values())
