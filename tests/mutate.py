@@ -115,6 +115,8 @@ def _equivalents() -> list[tuple[str, str, str]]:
 def _equivalent_reason(name: str, diff: str, table) -> str | None:
     function = name.partition("__mutmut_")[0]
     added = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+")]
+    if not added:  # a pure deletion: its entry names the deleted line, prefixed with '-'
+        added = ["-" + ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-")]
     for fn, line, reason in table:
         if fn == function and line in added:
             return reason

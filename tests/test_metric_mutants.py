@@ -1201,3 +1201,24 @@ def test_similarity_matrix_names_the_bad_argument_and_keeps_float64():
         assert got.dtype == torch.float64
         assert torch.equal(got, a.double() @ b.double().T)
     assert torch.allclose(similarity_matrix(a64, b64, "dot"), want, rtol=0, atol=1e-20)
+
+
+def test_similarity_matrix_scores_on_the_device_of_a(monkeypatch):
+    """`b` is moved to `a`'s device before scoring (the docstring's rule), so a CUDA query
+    block against a CPU gallery works. No second device is needed to see the move: `a` lives
+    on `meta`, whose kernels accept a CPU operand silently, so the test records the device
+    that reaches the scoring kernel. The input checks read values, which `meta` has none of;
+    they are skipped for the meta tensor only."""
+    checked = evaluation._features
+    monkeypatch.setattr(evaluation, "_features", lambda x, n: x if x.is_meta else checked(x, n))
+    seen = []
+    scores = evaluation._scores
+    monkeypatch.setattr(
+        evaluation, "_scores", lambda q, g, s: seen.append((q.device, g.device)) or scores(q, g, s)
+    )
+    a = torch.empty(3, 4, device="meta")
+    for sim in ("cosine", "dot", "euclidean"):
+        seen.clear()
+        got = similarity_matrix(a, torch.randn(5, 4, dtype=torch.float64), sim)
+        assert (got.shape, got.dtype) == ((3, 5), torch.float64)
+        assert seen == [(a.device, a.device)], sim
