@@ -136,20 +136,30 @@ def _python(code: str, env: dict | None = None, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def _modules_after(argv: list[str], env: dict | None = None) -> set[str]:
+def _cli_run(argv: list[str], env: dict | None = None) -> tuple[int | None, str, set[str]]:
+    """(exit status, stdout and stderr, top-level modules loaded) of `zsbench <argv>` run in a
+    fresh interpreter."""
     out = _python(
         f"""
         import json, sys
         from zsbench.cli import main
+        sys.stderr = sys.stdout
         try:
-            main({argv!r})
-        except SystemExit:
-            pass
+            rc = main({argv!r})
+        except SystemExit as exc:
+            rc = exc.code
+        print("RC=" + json.dumps(rc))
         print("MODULES=" + json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
         """,
         env,
     )
-    return set(json.loads(out.split("MODULES=")[-1]))
+    head, _, modules = out.rpartition("MODULES=")
+    text, _, rc = head.rpartition("RC=")
+    return json.loads(rc), text, set(json.loads(modules))
+
+
+def _modules_after(argv: list[str], env: dict | None = None) -> set[str]:
+    return _cli_run(argv, env)[2]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["methods"], ["datasets"]])
@@ -167,18 +177,8 @@ def test_listing_commands_import_neither_torch_nor_plugins(argv):
 )
 def test_bench_rejects_bad_names_before_importing_torch(argv, message):
     """A typo in `zsbench bench` is answered at once: no torch, no lightning loaded."""
-    out = _python(
-        f"""
-        import json, sys
-        from zsbench.cli import main
-        sys.stderr = sys.stdout
-        rc = main({["bench", *argv]!r})
-        print("RC=" + str(rc))
-        print("MODULES=" + json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
-        """
-    )
-    assert "RC=2" in out and message in out, out
-    loaded = set(json.loads(out.split("MODULES=")[-1]))
+    rc, out, loaded = _cli_run(["bench", *argv])
+    assert rc == 2 and message in out, (rc, out)
     assert not loaded & {"torch", *HEAVY}, sorted(loaded & {"torch", *HEAVY})
 
 
