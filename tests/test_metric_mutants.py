@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import warnings
 
 import numpy as np
@@ -51,7 +52,7 @@ from zsbench.metrics.cir import (
     subset_ranks,
     target_ranks,
 )
-from zsbench.metrics.tie_sampling import TieOrderSampler, expected_voc_ap
+from zsbench.metrics.tie_sampling import MIN_SAMPLES, TieOrderSampler, expected_voc_ap
 
 
 def exactly(message: str) -> str:
@@ -169,6 +170,15 @@ def test_mixed_float32_and_float64_features_rank_in_float64():
         np.ones((1, 1)), [0], gallery.astype(np.float32), [1, 1, 0, 1], similarity="dot"
     )
     assert res["tie_fraction"] == pytest.approx(2 / 4)  # rounded in the gallery itself
+    # a float64 query carries digits a float32 gallery cannot: 1 + 2^-40 beats 1 in float64 only
+    res = evaluate_sbir(
+        np.array([[1.0, 2.0**-40]]),
+        [0],
+        np.array([[1.0, 0.0], [1.0, 1.0]], np.float32),
+        [1, 0],
+        similarity="dot",
+    )
+    assert res["tie_fraction"] == 0.0 and res["metrics"]["mAP@all"] == 1.0
 
 
 class _RecordingSpec(MetricSpec):
@@ -1222,3 +1232,153 @@ def test_similarity_matrix_scores_on_the_device_of_a(monkeypatch):
         got = similarity_matrix(a, torch.randn(5, 4, dtype=torch.float64), sim)
         assert (got.shape, got.dtype) == ((3, 5), torch.float64)
         assert seen == [(a.device, a.device)], sim
+
+
+def test_unconvertible_labels_name_the_input():
+    """Labels numpy cannot turn into an array: the message names them and what to pass."""
+    pattern = (
+        r"^query labels could not be converted to a tensor \(.+\); pass a torch\.Tensor or "
+        r"numpy array\.$"
+    )
+    with pytest.raises(ZsbenchError, match=pattern):
+        evaluate_sbir(np.ones((2, 1)), [[0], [1, 2]], np.ones((2, 1)), [0, 1])
+
+
+def test_default_device_is_cuda_when_available(monkeypatch):
+    """device=None ranks on CUDA when torch sees a GPU, on the CPU otherwise (the docstring)."""
+    for available, want in ((True, torch.device("cuda")), (False, torch.device("cpu"))):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
+        assert evaluation._resolve_device(None) == want
+
+
+class _Stop(Exception):
+    """Raised by a spy once it has seen what it came for."""
+
+
+def test_evaluate_sbir_moves_query_and_gallery_to_the_ranking_device(monkeypatch):
+    """Both feature sets reach the scoring step on `device`, whatever device they came on. A
+    CPU-only machine sees the moves with `device="meta"`: a spy on the preparation step records
+    the device of the gallery (first call) and of the queries (second), then stops the run
+    (meta tensors hold no values to rank)."""
+    seen = []
+
+    def spy(x, similarity):
+        seen.append(x.device)
+        if len(seen) == 2:
+            raise _Stop
+        return x
+
+    monkeypatch.setattr(evaluation, "_prepare", spy)
+    with pytest.raises(_Stop):
+        evaluate_sbir(np.ones((3, 2)), [0, 1, 0], np.ones((4, 2)), [1, 0, 0, 1], device="meta")
+    assert seen == [torch.device("meta")] * 2
+
+
+@pytest.mark.parametrize("chunk_size", [1, None])
+def test_tie_fraction_sums_every_chunk_and_every_query(chunk_size):
+    """Ties of all queries and chunks add up. Gallery scores x * [3, 2, 2, 1] (dot), relevant:
+    item 1 for the three label-0 queries (x = 1, -1, 0), item 0 for the label-5 query (x = 1).
+    Tied scores: x = 1 and x = -1 tie item 1 with item 2 (2 each); x = 0 ties all 4; the
+    label-5 query, ranked last, ties none: 8 of 4 * 4 scores. With one query per chunk the
+    last chunk has no tie; with whole chunks the label-0 block holds 3 queries."""
+    res = evaluate_sbir(
+        np.array([[1.0], [-1.0], [0.0], [1.0]]),
+        [0, 0, 0, 5],
+        np.array([[3.0], [2.0], [2.0], [1.0]]),
+        [5, 0, 1, 9],
+        similarity="dot",
+        chunk_size=chunk_size,
+        device="cpu",
+    )
+    assert res["tie_fraction"] == pytest.approx(8 / 16)
+
+
+def test_seconds_is_the_time_the_call_took():
+    start = time.perf_counter()
+    res = evaluate_sbir(np.ones((2, 1)), [0, 1], np.ones((3, 1)), [0, 1, 1], device="cpu")
+    assert 0 <= res["seconds"] <= time.perf_counter() - start
+    assert "per_query" not in res  # per-query values only on request
+
+
+def _fields(st):
+    return {f: getattr(st, f) for f in ("pos", "tp_ge", "tp_gt", "neg_ge", "neg_gt", "n_tied_neg")}
+
+
+def test_rank_stats_contract_shapes_dtypes_and_the_untied_shortcut():
+    """A 1-D `pos` is refused with the shapes named (not a later unpacking error); the counts
+    are float64 with and without negatives (the RankStats docstring); and `untied=True` on
+    scores without a positive-negative tie gives exactly the stats of the full search,
+    n_tied_neg included (the shortcut skips the search, it must not invent a tie). float64:
+    float32 on the CPU takes the bucketed search, which has no shortcut."""
+    with pytest.raises(ValueError, match=r"^pos \[C, R\] and neg \[C, N\] expected"):
+        rank_stats(torch.ones(3), torch.ones(3, 2))
+    pos = torch.tensor([[0.9, 0.5, 0.5], [0.2, 0.8, 0.1]], dtype=torch.float64)
+    for neg in (torch.tensor([[0.7, 0.3], [0.5, 0.9]], dtype=torch.float64), pos[:, :0]):
+        st = rank_stats(pos, neg)
+        for name, t in _fields(st).items():
+            if name != "pos":
+                assert t.dtype == torch.float64, (name, neg.shape)
+        fast = rank_stats(pos, neg, untied=True)
+        for name, t in _fields(st).items():
+            assert torch.equal(_fields(fast)[name], t), (name, neg.shape)
+
+
+def test_inclusion_defaults_to_the_expected_tie_rule():
+    st = rank_stats(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.5]]))
+    want = ranking.inclusion(st, 2, "expected")
+    assert torch.equal(ranking.inclusion(st, 2), want)
+    assert not torch.equal(want, ranking.inclusion(st, 2, "pessimistic"))  # the rule matters
+
+
+def test_spec_compute_samples_to_the_limit_by_default():
+    """var_budget defaults to 0: a sampled metric draws until max_samples (the most exact
+    estimate), not until a loose budget is met."""
+    st = rank_stats(
+        torch.tensor([[1.0, 0.0], [2.0, 1.0]]),
+        torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]),
+        keep_scores=True,
+    )
+    spec = get_spec("sake")
+
+    def run(*budget):
+        return spec.compute(st, *budget, generator=torch.Generator().manual_seed(3))
+
+    default, exact, loose = run(), run(0.0), run(1.0)
+    sampled = [k for k, (_, var) in exact.items() if var is not None]
+    assert sampled  # the case this test is about: sake's VOC AP is sampled on these ties
+    for key in sampled:
+        assert torch.equal(default[key][0], exact[key][0]), key
+        assert torch.equal(default[key][1], exact[key][1]), key
+    assert any(not torch.equal(loose[k][1], exact[k][1]) for k in sampled)  # the budget matters
+
+
+def test_spec_to_dict_states_every_field():
+    """The spec as written into every result JSON: all its fields, notes included."""
+    spec = get_spec("sake")
+    d = spec.to_dict()
+    assert set(d) == {
+        "name",
+        "description",
+        "source",
+        "version",
+        "ties",
+        "ties_definition",
+        "notes",
+        "metrics",
+    }
+    assert d["notes"] == list(spec.notes) and d["notes"]
+
+
+def test_an_estimate_without_variance_stops_at_the_minimum_draws(monkeypatch):
+    """A budget of 0 is met by an estimate whose variance is 0: with one positive the VOC AP
+    equals its non-interpolated control in every draw, so sampling stops after min_samples
+    instead of running to max_samples."""
+    drawn = []
+    sample = TieOrderSampler.sample
+    monkeypatch.setattr(
+        TieOrderSampler, "sample", lambda self, draws=1: drawn.append(draws) or sample(self, draws)
+    )
+    st = rank_stats(torch.tensor([[1.0]]), torch.tensor([[1.0, 0.0]]), keep_scores=True)
+    (value, var) = expected_voc_ap(st, [None], 0.0, torch.Generator().manual_seed(0))[None]
+    assert sum(drawn) == MIN_SAMPLES and float(var[0]) == 0.0
+    assert float(value[0]) == pytest.approx((1 + 1 / 2) / 2)  # rank 1 or 2, equally likely
