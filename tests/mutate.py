@@ -14,10 +14,12 @@ limit can stop a mutant before its tests finish.
 name order, the same sample for the same code); CI runs a sample (tests/README.md).
 ``--only GLOB`` (repeatable): test only the mutants whose name matches, e.g. every mutant of
 the functions that changed since a full run (``'zsbench.metrics.cir.x_ap_at_k__mutmut_*'``).
+``--only-from FILE``: the same, one name or glob per line (e.g. the survivors of a run).
 ``--report-only``: no run; rewrite the report from the statuses already in ``mutants/`` (after
 editing tests/mutation_equivalent.toml).
 
-Usage: python tests/mutate.py [--sample N] [--only GLOB ...] [--jobs J] [--min-score 95]
+Usage: python tests/mutate.py [--sample N] [--only GLOB ...] [--only-from FILE] [--jobs J]
+       [--min-score 95]
        [--report PATH]
 """
 
@@ -133,11 +135,22 @@ def main(argv=None) -> int:
         metavar="GLOB",
         help="test only mutants whose name matches (repeatable)",
     )
+    p.add_argument(
+        "--only-from",
+        metavar="FILE",
+        help="like --only, one name or glob per line of FILE (e.g. the survivors of a run)",
+    )
     p.add_argument("--report-only", action="store_true", help="no run: report what is there")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     p.add_argument("--min-score", type=float, default=95.0)
     p.add_argument("--report", default=str(ROOT / "mutants" / "report.md"))
     args = p.parse_args(argv)
+    listed = []
+    if args.only_from:
+        listed = [ln.strip() for ln in Path(args.only_from).read_text().splitlines() if ln.strip()]
+        if not listed:
+            p.error(f"--only-from {args.only_from}: the file lists no mutant")
+    args.only = [*args.only, *listed]
     os.chdir(ROOT)
     cfg = _config()
 
@@ -201,7 +214,9 @@ def main(argv=None) -> int:
     raw = 100.0 * detected / max(tested, 1)
     scope = f"fixed sample of {len(chosen)} of {len(names)}" if args.sample else f"all {len(names)}"
     if args.only:
-        scope += f" matching {' '.join(args.only)}"
+        scope += " matching " + (
+            " ".join(args.only) if len(args.only) <= 4 else f"{len(args.only)} names or globs"
+        )
     head = [
         "# Mutation report: zsbench/metrics/ and zsbench/evaluation.py",
         "",
@@ -212,7 +227,8 @@ def main(argv=None) -> int:
             else f"wall time {seconds / 60:.1f} min with {args.jobs} workers"
         ),
         f"- command: `python tests/mutate.py{f' --sample {args.sample}' if args.sample else ''}"
-        + "".join(f" --only '{g}'" for g in args.only)
+        + "".join(f" --only '{g}'" for g in args.only[: len(args.only) - len(listed)])
+        + (f" --only-from {args.only_from}" if listed else "")
         + "`",
         f"- statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}"
         + (f"; not run yet {pending} (the score covers the tested ones)" if pending else "")
