@@ -19,8 +19,7 @@ the functions that changed since a full run (``'zsbench.metrics.cir.x_ap_at_k__m
 editing tests/mutation_equivalent.toml).
 
 Usage: python tests/mutate.py [--sample N] [--only GLOB ...] [--only-from FILE] [--jobs J]
-       [--min-score 95]
-       [--report PATH]
+       [--min-score 95] [--report PATH]
 """
 
 from __future__ import annotations
