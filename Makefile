@@ -107,7 +107,7 @@ format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-mutate: $(STAMP) ## mutation testing of the metric core (mutmut); report in mutants/report.md; MUTATE_ARGS="--sample 300"
+mutate: $(STAMP) ## mutation testing of the metric core (mutmut); report in mutants/report.md; MUTATE_ARGS="--sample 200" or "--only-from FILE"
 	$(PY) tests/mutate.py $(MUTATE_ARGS)
 
 benchmark-evaluator: $(STAMP) ## evaluator speed/memory vs sklearn, torchmetrics and a full sort
