@@ -149,24 +149,24 @@ def main(argv=None) -> int:
         listed = [ln.strip() for ln in Path(args.only_from).read_text().splitlines() if ln.strip()]
         if not listed:
             p.error(f"--only-from {args.only_from}: the file lists no mutant")
-    args.only = [*args.only, *listed]
+    patterns = [*args.only, *listed]  # --only as typed stays in args.only, for the report
     os.chdir(ROOT)
     cfg = _config()
 
     if not args.report_only:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     names = all_mutant_names(cfg)
-    if args.only:
-        names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in args.only)]
+    if patterns:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in patterns)]
         if not names:
-            print(f"no mutant matches {args.only}", file=sys.stderr)
+            print(f"no mutant matches {patterns}", file=sys.stderr)
             return 2
     chosen = fixed_sample(names, args.sample) if args.sample else names
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     env.pop("PYTHONPATH", None)  # mutmut puts mutants/ first; nothing may shadow it
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = [str(mutmut), "run", "--max-children", str(args.jobs)]
-    if args.sample or args.only:
+    if args.sample or patterns:
         cmd += chosen
     (ROOT / "mutants").mkdir(exist_ok=True)
     t0, rc = time.time(), 0
@@ -212,9 +212,9 @@ def main(argv=None) -> int:
     score = 100.0 * detected / max(tested - n_equivalent, 1)
     raw = 100.0 * detected / max(tested, 1)
     scope = f"fixed sample of {len(chosen)} of {len(names)}" if args.sample else f"all {len(names)}"
-    if args.only:
+    if patterns:
         scope += " matching " + (
-            " ".join(args.only) if len(args.only) <= 4 else f"{len(args.only)} names or globs"
+            " ".join(patterns) if len(patterns) <= 4 else f"{len(patterns)} names or globs"
         )
     head = [
         "# Mutation report: zsbench/metrics/ and zsbench/evaluation.py",
@@ -226,8 +226,8 @@ def main(argv=None) -> int:
             else f"wall time {seconds / 60:.1f} min with {args.jobs} workers"
         ),
         f"- command: `python tests/mutate.py{f' --sample {args.sample}' if args.sample else ''}"
-        + "".join(f" --only '{g}'" for g in args.only[: len(args.only) - len(listed)])
-        + (f" --only-from {args.only_from}" if listed else "")
+        + "".join(f" --only '{g}'" for g in args.only)
+        + (f" --only-from {args.only_from}" if args.only_from else "")
         + "`",
         f"- statuses: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}"
         + (f"; not run yet {pending} (the score covers the tested ones)" if pending else "")
