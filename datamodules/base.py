@@ -200,6 +200,12 @@ class SBIRDataModule(L.LightningDataModule):
     def make_split(self, classes: list[str]) -> Split:
         raise NotImplementedError
 
+    def holdout_key(self, item: Item) -> str:
+        """What decides whether a seen-class item is held out for validation: its class,
+        domain and file name, not the absolute path, so the same items are held out wherever
+        a user keeps the data. Datasets whose sketches name their photo hold out instances."""
+        return f"{item.label}/{item.domain}/{Path(item.path).name}"
+
     def fingerprint(self) -> str:
         """Identifies the data on disk (for the feature cache): default, a hash of the item list."""
         h = hashlib.sha256()
@@ -230,10 +236,7 @@ class SBIRDataModule(L.LightningDataModule):
         part: dict[str, list[int]] = {"train": [], "val": [], "query": [], "gallery": []}
         for i, it in enumerate(self.items):
             if it.label in seen:
-                # keyed by class/domain/file name, not the absolute path: the same items are
-                # held out wherever a user keeps the data
-                key = f"{it.label}/{it.domain}/{Path(it.path).name}"
-                held_out = _stable_fraction(key) < self.val_fraction
+                held_out = _stable_fraction(self.holdout_key(it)) < self.val_fraction
                 part["val" if held_out else "train"].append(i)
             else:
                 part["query" if it.domain == SKETCH else "gallery"].append(i)

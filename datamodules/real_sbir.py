@@ -186,6 +186,14 @@ class RealSBIRDataModule(SBIRDataModule):
         found = sorted(p.name for p in root.iterdir())[:10]
         raise self.data_error(f"No {type(self).__name__} data under {root} (it holds {found}).")
 
+    def manifest(self) -> dict:
+        """The split record, plus the dataset family whose published splits it uses (so a
+        subset such as `sketchy-mini` is shown beside published `sketchy` numbers)."""
+        out = super().manifest()
+        if self.manifest_dataset:
+            out["family"] = self.manifest_dataset
+        return out
+
     def make_split(self, classes: list[str]) -> Split:
         if self.unseen:
             return user_split(self.unseen, classes)

@@ -1,4 +1,6 @@
-"""`sketchy` (Sketchy / Sketchy-Ext) and `sketchy21-mini` (the real 21-class slice).
+"""`sketchy` (Sketchy / Sketchy-Ext), `sketchy-mini` (Sketchy's 125 classes from the shared
+test data: the real `sketchy21` protocol at small size) and `sketchy21-mini` (the real 21-class
+slice, split by us).
 
 Sketchy (Sangkloy et al., SIGGRAPH 2016) in its original layout, as SAKE ships it:
 
@@ -16,7 +18,10 @@ Sketchy (Sangkloy et al., SIGGRAPH 2016) in its original layout, as SAKE ships i
 
 from __future__ import annotations
 
+import hashlib
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 from zsbench.datamodules.base import PHOTO, SKETCH, Item
@@ -31,6 +36,7 @@ from zsbench.datamodules.real_sbir import (
 from zsbench.datamodules.sketchy_layout import locate_sketchy, scan_sketchy_folder
 from zsbench.datamodules.split_manifests import user_split
 from zsbench.errors import ZsbenchError
+from zsbench.features import cache_dir
 from zsbench.splits import Split, split_from_unseen
 
 EXTENDED_DIRS = ("EXTEND_image_sketchy_ready", "EXTEND_image_sketchy", "extended_photo")
@@ -74,7 +80,10 @@ class Sketchy(RealSBIRDataModule):
         self.extended_photos = extended_photos
 
     def scan(self) -> list[Item]:
-        root = self.data_root()
+        return self.scan_root(self.data_root())
+
+    def scan_root(self, root: Path) -> list[Item]:
+        """Every item of the Sketchy folder under `root`, one spelling per class."""
         try:
             base = locate_sketchy(root)  # the 256x256 folder
         except ZsbenchError:
@@ -100,10 +109,111 @@ class Sketchy(RealSBIRDataModule):
                 items += scan_class_folders(ext, PHOTO)
         return unify_labels(items, f"Sketchy in {sketchy_dir}")
 
+    def holdout_key(self, item: Item) -> str:
+        """Hold out whole instances: a photo together with the sketches drawn from it, so that
+        every training sketch keeps its photo for the methods that pair instances and no
+        validation photo has its own sketches in training."""
+        return f"{item.label}/{photo_id(item)}"
+
     @staticmethod
     def _is_extended(item: Item, sketchy_dir: Path) -> bool:
         parts = Path(item.path).relative_to(sketchy_dir).parts
         return item.domain == PHOTO and parts[0] in EXTENDED_DIRS
+
+
+def photo_id(item: Item) -> str:
+    """The Sketchy photo an item shows: a photo's file stem, or the `<photo-id>` of a sketch
+    named `<photo-id>-<n>.png` (a sketch named otherwise is its own instance)."""
+    stem = Path(item.path).stem
+    if item.domain == SKETCH:
+        head, sep, tail = stem.rpartition("-")
+        if sep and head and tail.isdigit():
+            return head
+    return stem
+
+
+SHARED_PARTS = ("sketchy21", "sketchy-seen104")
+
+
+def join_class_folders(parts: list[Path], view: Path) -> Path:
+    """One Sketchy folder at `view` whose class folders are symlinks into the `parts` (each a
+    Sketchy folder): the layout a user's single copy of Sketchy has. Built once, atomically;
+    rebuilt when a link no longer points where the parts say."""
+    links: dict[Path, Path] = {}
+    for part in parts:
+        base = locate_sketchy(part)
+        for domain in ("sketch", "photo"):
+            tx = base / domain / "tx_000000000000_ready"
+            if not tx.is_dir():
+                raise ZsbenchError(f"{base / domain} has no tx_000000000000_ready folder.")
+            for class_dir in sorted(p for p in tx.iterdir() if p.is_dir()):
+                rel = Path("Sketchy", "256x256", domain, tx.name, class_dir.name)
+                if rel in links:
+                    raise ZsbenchError(
+                        f"Class folder {class_dir.name!r} ({domain}) is in more than one of "
+                        f"{[str(p) for p in parts]}."
+                    )
+                links[rel] = class_dir.resolve()
+    if view.is_dir() and all(
+        (view / rel).is_symlink() and (view / rel).resolve() == target
+        for rel, target in links.items()
+    ):
+        return view
+    tmp = Path(tempfile.mkdtemp(prefix=f".{view.name}.", dir=view.parent))
+    for rel, target in links.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).symlink_to(target, target_is_directory=True)
+    if view.exists():  # stale: move it aside first (the rename below must not merge)
+        shutil.rmtree(view, ignore_errors=True)
+    try:
+        tmp.rename(view)
+    except OSError:  # another process built it meanwhile: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return view
+
+
+class SketchyMini(Sketchy):
+    """Sketchy's 125 classes at test size, from the project's shared data: `sketchy21` for real.
+
+    The 21 unseen classes of Yelamarthi et al.'s split with 100 photos + 100 sketches each
+    (`$ZSBENCH_DATA/sketchy21`) and its 104 seen classes with 25 + 25 each
+    (`$ZSBENCH_DATA/sketchy-seen104`), joined into one Sketchy folder of class-folder symlinks
+    in the cache (the layout of a user's Sketchy) and read by the `sketchy` reader. Results are
+    comparable with published `sketchy` numbers of the same split in protocol (classes, split,
+    metric) but not in size: the full Sketchy trains on ~100 photos and ~600 sketches per class
+    and tests on ~600 sketches per unseen class."""
+
+    LAYOUT = "{sketchy21,sketchy-seen104}/" + SKETCHY_LAYOUT.split(";")[0]
+    SOURCE = (
+        "the project's shared data folder (../shared/data/sketchy21 and sketchy-seen104, see its "
+        "README); both are subsets of " + SKETCHY_SOURCE
+    )
+
+    def __init__(
+        self,
+        root: str | None = None,
+        split: str = "sketchy21",
+        unseen: list[str] | str | None = None,
+        image_size: int = 224,
+        val_fraction: float = 0.1,
+        skip_bad: bool = False,
+    ) -> None:
+        super().__init__(root, split, unseen, False, None, image_size, val_fraction, skip_bad)
+
+    def scan(self) -> list[Item]:
+        root = self.data_root()
+        parts = [root / name for name in SHARED_PARTS]
+        missing = [p.name for p in parts if not p.is_dir()]
+        if missing:
+            raise self.data_error(f"No {' / '.join(missing)} folder under {root}.")
+        digest = hashlib.sha256("|".join(str(p.resolve()) for p in parts).encode()).hexdigest()
+        views = cache_dir() / "views"
+        views.mkdir(parents=True, exist_ok=True)
+        try:
+            view = join_class_folders(parts, views / f"sketchy-mini-{digest[:12]}")
+        except ZsbenchError as err:
+            raise self.data_error(str(err)) from None
+        return self.scan_root(view)
 
 
 class Sketchy21Mini(RealSBIRDataModule):
