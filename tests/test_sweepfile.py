@@ -144,8 +144,13 @@ def test_reference_sweep_file_expands():
     assert sorted(spec.methods) == sorted(sbir) and not notes
     assert spec.seeds == [0, 1, 2]
     labels = {c.label or c.dataset for c in cells}
-    assert labels == {"synthetic", "sketchy21-mini@split0", "sketchy21-mini@split1"}
-    assert len(cells) == len(sbir) * 3 * 3
+    assert labels == {
+        "synthetic",
+        "sketchy21-mini@split0",
+        "sketchy21-mini@split1",
+        "sketchy-mini",
+    }
+    assert len(cells) == len(sbir) * 4 * 3
     split1 = [c for c in cells if c.label == "sketchy21-mini@split1"]
     assert all("dataset.split_seed=1" in c.overrides for c in split1)
 
