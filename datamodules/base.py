@@ -174,6 +174,7 @@ class SBIRDataModule(L.LightningDataModule):
     """Base class: subclasses implement `scan()` -> items and `make_split(classes)` -> Split."""
 
     task = "sbir"
+    split_keys: tuple[str, ...] = ()  # __init__ arguments that only choose the (named) split
 
     def __init__(
         self, image_size: int = 224, val_fraction: float = 0.1, skip_bad: bool = False

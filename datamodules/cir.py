@@ -142,6 +142,8 @@ class CIRDataModule(L.LightningDataModule):
     """Base class: subclasses implement `read_groups()` and, for training data they ship,
     `own_train_images()` / `own_train_captions()` / `own_train_triplets()`."""
 
+    split_keys = ("split",)  # named by the split in the result path (zsbench.identity)
+
     task = "cir"
     protocol: ClassVar[str]  # the metric protocol of zsbench.metrics.cir
 

@@ -130,6 +130,7 @@ class RealSBIRDataModule(SBIRDataModule):
     and `SOURCE` (for error messages) and either the folder conventions below, or `scan()`."""
 
     manifest_dataset = ""
+    split_keys = ("split",)  # named by the split in the result path (zsbench.identity)
     LAYOUT = ""
     SOURCE = ""
     FOLDERS: tuple[str, ...] = ()  # dataset folder names under the root (else the root itself)

@@ -224,6 +224,8 @@ class Sketchy21Mini(RealSBIRDataModule):
     `n_unseen` classes drawn with random.Random(split_seed) from the sorted class list.
     `max_per_class` keeps the first N sketches and N photos of each class (by file name)."""
 
+    split_keys = ("split_seed", "n_unseen")  # the split name says both
+
     LAYOUT = "sketchy21/" + SKETCHY_LAYOUT.split(";")[0]
     SOURCE = (
         "the 21-class Sketchy slice in the project's shared data folder (../shared/data/sketchy21, "

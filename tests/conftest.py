@@ -46,6 +46,19 @@ def tiny() -> list[str]:
     return list(TINY)
 
 
+def one_result(root: Path, method: str, seed: int = 0) -> Path:
+    """The one result file of `method` under `root`, whatever its variant (runs with
+    overrides sit in `<method>/<variant>/`, see zsbench.identity)."""
+    found = [
+        p
+        for p in Path(root).rglob(f"seed{seed}.json")
+        if method in (p.parent.name, p.parent.parent.name) and p.parent.parent.name != "logs"
+    ]
+    found = [p for p in found if p.parent.name == method or p.parent.parent.name == method]
+    assert len(found) == 1, f"expected one {method} seed{seed} result under {root}: {found}"
+    return found[0]
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 

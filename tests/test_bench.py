@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import one_result
 
 from zsbench.cli import main
 from zsbench.registry import METHODS
-from zsbench.results import result_path
 
 RESULT_FIELDS = {
     "schema_version",
@@ -79,18 +79,18 @@ def test_every_method_fast_dev_run(method, tmp_path, tiny, request):
         from test_cir_bench import TINY_CIR, cir_bench_args
 
         assert run(*cir_bench_args(tmp_path, TINY_CIR, method, *fast)) == 0
-        cell, main = ("cir", "synthetic-cir", "test"), "mAP@5"
+        main = "mAP@5"
     else:
         assert run(*bench_args(tmp_path, tiny, method, *fast)) == 0
-        cell, main = ("sbir", "synthetic", "custom"), "mAP@all"
-    rec = json.loads(result_path(tmp_path, *cell, method, 0).read_text())
+        main = "mAP@all"
+    rec = json.loads(one_result(tmp_path, method).read_text())
     assert rec["status"] == "fast_dev_run"
     assert np.isfinite(rec["metrics"][main])
 
 
 def test_bench_writes_complete_result_then_skips_then_overwrites(tmp_path, tiny, capsys):
     assert run(*bench_args(tmp_path, tiny)) == 0
-    path = result_path(tmp_path, "sbir", "synthetic", "custom", "supervised", 0)
+    path = one_result(tmp_path, "supervised")
     rec = json.loads(path.read_text())
     assert RESULT_FIELDS <= set(rec)
     assert rec["status"] == "ok"
@@ -122,7 +122,7 @@ def test_bench_writes_complete_result_then_skips_then_overwrites(tmp_path, tiny,
 def test_crash_midway_leaves_result_and_leaderboard_intact(tmp_path, tiny, monkeypatch):
     assert run(*bench_args(tmp_path, tiny, "frozen")) == 0
     board = (tmp_path / "leaderboard.csv").read_text()
-    path = result_path(tmp_path, "sbir", "synthetic", "custom", "frozen", 0)
+    path = one_result(tmp_path, "frozen")
     before = path.read_text()
 
     def crash(*a, **k):

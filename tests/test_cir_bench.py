@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_result
 
 from zsbench.cli import main
 from zsbench.clip import (
@@ -23,7 +24,7 @@ from zsbench.errors import ZsbenchError
 from zsbench.leaderboard import build_leaderboard, format_table
 from zsbench.methods.base import CIRMethod, MethodMetadata
 from zsbench.metrics.cir import CIRLabels, ap_at_k
-from zsbench.results import extras_path, result_path
+from zsbench.results import extras_path
 from zsbench.runner import cir_chance
 
 # A synthetic CIR dataset small enough for a CPU test run in seconds (36 combinations, 2 scenes;
@@ -244,14 +245,14 @@ def test_cir_chance_matches_random_rankings():
 def test_pic2word_fast_dev_run_through_the_cli(tmp_path):
     args = cir_bench_args(tmp_path, TINY_CIR, "pic2word", "--set", "trainer.fast_dev_run=true")
     assert main(args) == 0
-    path = result_path(tmp_path, "cir", "synthetic-cir", "test", "pic2word", 0)
+    path = one_result(tmp_path, "pic2word")
     rec = json.loads(path.read_text())
     assert rec["status"] == "fast_dev_run" and rec["task"] == "cir"
 
 
 def test_pic2word_run_writes_cir_result_extras_and_leaderboard_row(tmp_path):
     assert main(cir_bench_args(tmp_path, TINY_CIR, "pic2word")) == 0
-    path = result_path(tmp_path, "cir", "synthetic-cir", "test", "pic2word", 0)
+    path = one_result(tmp_path, "pic2word")
     rec = json.loads(path.read_text())
     assert rec["status"] == "ok" and rec["spec"]["name"] == "circo"
     m = rec["metrics"]

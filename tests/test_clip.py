@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import one_result
 
 import zsbench.methods.clip_zeroshot  # noqa: F401 - registers "clip-zeroshot"
 from zsbench.backbones import sha256_file
@@ -21,7 +22,6 @@ from zsbench.clip import (
 )
 from zsbench.errors import ZsbenchError
 from zsbench.methods.clip_zeroshot import ClipZeroshot
-from zsbench.results import result_path
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_clip_zeroshot_bench_fast_dev_run(tmp_path, tiny):
     args += ["--results-dir", str(tmp_path), "--no-progress"]
     args += [x for o in tiny for x in ("--set", o)]
     assert main([*args, "--set", "model.clip=tiny", "--set", "trainer.fast_dev_run=true"]) == 0
-    path = result_path(tmp_path, "sbir", "synthetic", "custom", "clip-zeroshot", 0)
+    path = one_result(tmp_path, "clip-zeroshot")
     rec = json.loads(path.read_text())
     assert rec["backbone"]["name"] == "tiny" and rec["backbone"]["pretrained_on"] == "random"
     assert rec["backbone"]["weights_sha256"] == sha256_file(

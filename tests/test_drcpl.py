@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_result
 
 import zsbench.methods.drcpl  # noqa: F401 - registers "drcpl"
 from zsbench.backbones import IMAGENET_MEAN
@@ -23,7 +24,6 @@ from zsbench.methods.drcpl import (
     sdm_loss,
     triplet_cosine_loss,
 )
-from zsbench.results import result_path
 
 CLASSES = ["cat", "dog", "hot_air_balloon", "car_(sedan)"]
 
@@ -243,7 +243,7 @@ def test_bench_fast_dev_run(tmp_path, tiny):
     args += ["--results-dir", str(tmp_path), "--no-progress"]
     args += [x for o in tiny for x in ("--set", o)]
     assert main([*args, "--set", "model.clip=tiny", "--set", "trainer.fast_dev_run=true"]) == 0
-    rec = json.loads(result_path(tmp_path, "sbir", "synthetic", "custom", "drcpl", 0).read_text())
+    rec = json.loads(one_result(tmp_path, "drcpl").read_text())
     assert rec["status"] == "fast_dev_run"
     assert rec["backbone"]["pretrained_on"] == "random"
     assert tuple(rec["backbone"]["mean"]) == IMAGENET_MEAN

@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_result
 
 from zsbench.backbones import create_backbone, set_trainable_stages
 from zsbench.datamodules.base import PHOTO, SKETCH, TripletDataset
 from zsbench.datamodules.synthetic import SyntheticSketchy
 from zsbench.methods.base import MethodMetadata, RetrievalMethod
 from zsbench.registry import METHODS
-from zsbench.results import result_path
 
 
 @pytest.fixture
@@ -104,8 +104,6 @@ def test_images_method_through_the_runner(tmp_path, tiny, monkeypatch):
     for o in [*tiny, "trainer.max_epochs=1"]:
         args += ["--set", o]
     assert main(args) == 0
-    rec = json.loads(
-        result_path(tmp_path, "sbir", "synthetic", "custom", "tiny-images", 0).read_text()
-    )
+    rec = json.loads(one_result(tmp_path, "tiny-images").read_text())
     assert rec["backbone"]["name"] == "resnet10t" and rec["backbone"]["weights"] == "random"
     assert "features_s" not in rec["timings"]  # no feature extraction for images methods

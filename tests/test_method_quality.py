@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import one_result
 from test_bench import needs_wordnet
 
 from zsbench.cli import main
@@ -48,7 +49,7 @@ def _bench(method: str, dataset: str, overrides: list[str], results) -> dict:
     for o in overrides:
         args += ["--set", o]
     assert main(args) == 0
-    return json.loads(next(results.rglob(f"{method}/seed0.json")).read_text())
+    return json.loads(one_result(results, method).read_text())
 
 
 @pytest.mark.parametrize("method", _params())

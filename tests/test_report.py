@@ -273,7 +273,9 @@ def test_real_tiny_bench_result(tmp_path, tiny):
     out = bench("frozen", "synthetic", overrides=tiny, results=tmp_path, progress=False)
     page = _page(write_report(tmp_path))
     mAP = out.record["metrics"]["mAP@all"]
-    assert '<td class="method">frozen</td>' in page and f"{mAP:.4f}" in page
+    variant = out.record["variant"]  # the tiny overrides make it a variant (zsbench.identity)
+    assert variant != "default" and f">frozen [{variant}]</td>" in page
+    assert 'title="dataset.' in page and f"{mAP:.4f}" in page
     if extras_path(out.path).exists():  # the runner writes extras: a real grid with real images
         assert 'data-method="frozen"' in page and "data:image/jpeg;base64," in page
     else:

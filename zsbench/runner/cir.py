@@ -127,8 +127,7 @@ def run_cir(
     model = _seeded_model(plan.method_cls, seed, **cfg["model"])
     info = model.backbone_info
     dm.set_normalization(info.mean, info.std)
-    run_name = f"{meta.task}/{dataset}/{dm.split.name}/{method}"
-    loggers = _loggers(root, run_name, seed, cfg, wandb_requested(wandb))
+    loggers = _loggers(root, plan.run_name(dataset, method), seed, cfg, wandb_requested(wandb))
     timings: dict[str, float | bool] = {}
     t0 = time.perf_counter()
     train_items = None

@@ -36,6 +36,13 @@ class RunPlan:
     dm: object
     path: Path
     root: Path
+    variant: str = "default"  # zsbench.identity: which config of the cell this is
+    config_diff: dict = dataclasses.field(default_factory=dict)
+
+    def run_name(self, dataset: str, method: str) -> str:
+        """The log and W&B name: the result's path parts."""
+        name = f"{self.meta.task}/{dataset}/{self.dm.split.name}/{method}"
+        return name if self.variant == "default" else f"{name}/{self.variant}"
 
 
 def wandb_requested(flag: bool) -> bool:
@@ -172,6 +179,8 @@ def build_record(
         "split": dm.split.name,
         "method": method,
         "seed": seed,
+        "variant": plan.variant,
+        "config_diff": plan.config_diff,
         "status": "fast_dev_run" if cfg["trainer"]["fast_dev_run"] else "ok",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "metrics": ev["metrics"],

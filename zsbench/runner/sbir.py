@@ -131,8 +131,7 @@ def train_sbir(
         dm.set_augment(tcfg["augment"])
         backbone = info.to_dict()
 
-    run_name = f"{meta.task}/{dataset}/{dm.split.name}/{method}"
-    loggers = _loggers(root, run_name, seed, cfg, wandb_requested(wandb))
+    loggers = _loggers(root, plan.run_name(dataset, method), seed, cfg, wandb_requested(wandb))
     t0 = time.perf_counter()
     if meta.trains:
         trainer = _trainer(tcfg, loggers, progress)
