@@ -173,3 +173,39 @@ def test_leaderboard_keeps_variants_apart_and_compares_each_with_its_own_frozen(
     assert board.loc[("cvae", "r50"), "config"] == 'model.backbone="resnet50"'
     table = format_table(build_leaderboard(records))
     assert "| config" in table and 'model.backbone="resnet50"' in table
+
+
+def test_also_specs_write_each_spec_as_its_own_variant_from_one_run(tmp_path, tiny):
+    """eval.also_specs scores one run's embeddings under more specs; each lands where a run
+    with eval.spec=<spec> would, so that run is then skipped and the numbers agree."""
+    out = bench(
+        "frozen",
+        "synthetic",
+        overrides=[*tiny, "eval.also_specs=[sake,yelamarthi]"],
+        results=tmp_path,
+        progress=False,
+    )
+    assert (
+        out.record["variant"]
+        == bench(
+            "frozen", "synthetic", overrides=tiny, results=tmp_path / "x", progress=False
+        ).record["variant"]
+    )  # also_specs is not part of the main run's identity
+    records = {r["spec"]["name"]: r for r in load_results(tmp_path)}
+    assert set(records) == {"default", "sake", "yelamarthi"}
+    assert records["sake"]["scored_with"] == str(out.path)
+    direct = bench(
+        "frozen", "synthetic", overrides=[*tiny, "eval.spec=sake"], results=tmp_path, progress=False
+    )
+    assert direct.skipped  # the also_specs result is that cell's result
+    fresh = bench(
+        "frozen",
+        "synthetic",
+        overrides=[*tiny, "eval.spec=sake"],
+        results=tmp_path / "fresh",
+        progress=False,
+    )
+    assert fresh.record["metrics"] == pytest.approx(records["sake"]["metrics"])
+    assert fresh.record["variant"] == records["sake"]["variant"]
+    with pytest.raises(ZsbenchError, match="metric spec"):
+        plan_run("frozen", "synthetic", 0, ["eval.also_specs=[nosuch]"], tmp_path)

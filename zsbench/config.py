@@ -60,6 +60,9 @@ class EvalConfig:
     spec: str = "default"
     chunk_size: int | None = None
     ties: str = "expected"  # order inside tie groups: expected | pessimistic | optimistic
+    # more specs to score the same embeddings with, each written as the result of its own
+    # `eval.spec=<name>` variant (SBIR): a paper's evaluator beside the default, one training
+    also_specs: list = dataclasses.field(default_factory=list)
 
 
 def configs_dir() -> Path:

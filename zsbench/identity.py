@@ -15,6 +15,7 @@ result path already says which split it is.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -35,6 +36,7 @@ NOT_IDENTITY = frozenset(
         "trainer.num_nodes",
         "trainer.strategy",
         "eval.chunk_size",
+        "eval.also_specs",  # each extra spec's result is its own variant (runner.sbir)
     }
 )
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -85,3 +87,38 @@ def same_config(a: dict, b: dict, ignore: tuple[str, ...] | frozenset = ()) -> b
     config read back from a result file compares equal to the one it was written from)."""
     a, b = json.loads(_canonical(a)), json.loads(_canonical(b))
     return not config_diff(a, b, ignore) and not config_diff(b, a, ignore)
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """A run's resolved config, what differs from the defaults, and the variant it names."""
+
+    cfg: dict
+    diff: dict
+    variant: str
+    ignore: tuple[str, ...]  # the dataset keys that choose the split (named by the split)
+    base: dict
+
+
+def resolve_identity(
+    method: str, dataset: str, overrides: list[str] | tuple[str, ...] = (), tag: str | None = None
+) -> Identity:
+    """The config of a run and its variant (zsbench.identity), without touching any data."""
+    from zsbench.config import DATA_PROVIDED, resolve_config
+    from zsbench.registry import DATASETS, METHODS, check_pair
+
+    check_pair(method, dataset)
+    method_cls, dataset_cls = METHODS.get(method), DATASETS.get(dataset)
+    cfg = resolve_config(method_cls, dataset_cls, method, dataset, overrides, DATA_PROVIDED)
+    base = resolve_config(method_cls, dataset_cls, method, dataset, (), DATA_PROVIDED)
+    ignore = tuple(f"dataset.{k}" for k in getattr(dataset_cls, "split_keys", ()))
+    diff = config_diff(cfg, base, ignore)
+    return Identity(cfg, diff, variant_name(diff, tag), ignore, base)
+
+
+def respecified(ident: Identity, spec: str) -> Identity:
+    """The identity of the same run scored under metric spec `spec` (eval.also_specs)."""
+    cfg = json.loads(_canonical(ident.cfg))
+    cfg["eval"]["spec"], cfg["eval"]["also_specs"] = spec, []
+    diff = config_diff(cfg, ident.base, ident.ignore)
+    return Identity(cfg, diff, variant_name(diff), ident.ignore, ident.base)

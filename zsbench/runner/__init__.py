@@ -12,18 +12,16 @@ record and its publication), `sbir` and `cir` (each task's training, embedding a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 from filelock import FileLock
 
-from zsbench.config import DATA_PROVIDED, resolve_config
 from zsbench.errors import ZsbenchError
 from zsbench.evaluation import tie_warning
-from zsbench.identity import config_diff, variant_name
-from zsbench.registry import DATASETS, METHODS, check_pair
+from zsbench.identity import Identity, config_diff, resolve_identity, variant_name
+from zsbench.registry import DATASETS, METHODS
 from zsbench.results import extras_path, result_path, results_dir
 from zsbench.runner.cir import cir_chance, run_cir
 from zsbench.runner.common import BenchOutcome, RunPlan, _launched_rank
@@ -73,30 +71,6 @@ def bench(
         return _run(plan, method, dataset, seed, wandb, progress, t_start)
 
 
-@dataclasses.dataclass(frozen=True)
-class Identity:
-    """A run's resolved config, what differs from the defaults, and the variant it names."""
-
-    cfg: dict
-    diff: dict
-    variant: str
-    ignore: tuple[str, ...]  # the dataset keys that choose the split (named by the split)
-    base: dict
-
-
-def resolve_identity(
-    method: str, dataset: str, overrides: list[str] | tuple[str, ...] = (), tag: str | None = None
-) -> Identity:
-    """The config of a run and its variant (zsbench.identity), without touching any data."""
-    check_pair(method, dataset)
-    method_cls, dataset_cls = METHODS.get(method), DATASETS.get(dataset)
-    cfg = resolve_config(method_cls, dataset_cls, method, dataset, overrides, DATA_PROVIDED)
-    base = resolve_config(method_cls, dataset_cls, method, dataset, (), DATA_PROVIDED)
-    ignore = tuple(f"dataset.{k}" for k in getattr(dataset_cls, "split_keys", ()))
-    diff = config_diff(cfg, base, ignore)
-    return Identity(cfg, diff, variant_name(diff, tag), ignore, base)
-
-
 def plan_run(
     method: str,
     dataset: str,
@@ -113,8 +87,13 @@ def plan_run(
     defaults, a result written before variants existed) moves to its own variant's path."""
     ident = resolve_identity(method, dataset, overrides, tag)
     cfg = ident.cfg
+    _check_specs(cfg)
     method_cls, dataset_cls = METHODS.get(method), DATASETS.get(dataset)
     meta = method_cls.metadata
+    if meta.task != "sbir" and cfg["eval"].get("also_specs"):
+        raise ZsbenchError(
+            "eval.also_specs is for SBIR runs; a CIR dataset has one metric protocol."
+        )
     root = results_dir(results)
     key = (dataset, json.dumps(cfg["dataset"], sort_keys=True, default=str))
     dm = (dm_cache or {}).get(key)
@@ -128,7 +107,20 @@ def plan_run(
     if path.exists():
         _move_other_config(path, ident, cell, tagged=tag is not None, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return RunPlan(meta, method_cls, cfg, dm, path, root, ident.variant, ident.diff)
+    return RunPlan(meta, method_cls, cfg, dm, path, root, ident.variant, ident.diff, ident)
+
+
+def _check_specs(cfg: dict) -> None:
+    """eval.spec and eval.also_specs name registered SBIR specs (before any data is read)."""
+    also = cfg["eval"].get("also_specs") or []
+    if isinstance(also, str):
+        also = cfg["eval"]["also_specs"] = [x.strip() for x in also.split(",") if x.strip()]
+    if not also:
+        return
+    from zsbench.metrics import get_spec
+
+    for name in also:
+        get_spec(name)
 
 
 def _move_other_config(

@@ -38,6 +38,7 @@ class RunPlan:
     root: Path
     variant: str = "default"  # zsbench.identity: which config of the cell this is
     config_diff: dict = dataclasses.field(default_factory=dict)
+    identity: object = None  # zsbench.identity.Identity (None in hand-made plans)
 
     def run_name(self, dataset: str, method: str) -> str:
         """The log and W&B name: the result's path parts."""

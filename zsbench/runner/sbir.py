@@ -5,6 +5,7 @@ embedding the unseen queries and gallery (rank-sharded under DDP) and scoring th
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -210,4 +211,50 @@ def run_sbir(
             seed=seed,
         ),
     )
-    return publish(path, record, loggers, root)
+    outcome = publish(path, record, loggers, root)
+    for spec in cfg["eval"]["also_specs"] or []:
+        if spec != cfg["eval"]["spec"]:
+            _publish_respecified(plan, record, spec, (q, ql, g, gl), model, device)
+    return outcome
+
+
+def _publish_respecified(plan: RunPlan, record: dict, spec: str, embeddings, model, device):
+    """The run's embeddings scored under `spec`, written as the result of its own
+    `eval.spec=<spec>` variant (with the run's extras) unless that result exists already."""
+    from filelock import FileLock
+
+    from zsbench.identity import respecified
+    from zsbench.results import result_path
+
+    ident = respecified(plan.identity, spec)
+    r = record
+    path = result_path(plan.root, r["task"], r["dataset"], r["split"], r["method"], r["seed"],
+                       ident.variant)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+        if path.exists():
+            print(f"eval.also_specs: {path} exists, kept")
+            return
+        q, ql, g, gl = embeddings
+        cfg = ident.cfg
+        ev = evaluate_sbir(q, ql, g, gl, spec=spec, similarity=model.similarity,
+                           chunk_size=cfg["eval"]["chunk_size"], device=device,
+                           class_names=plan.dm.class_names, ties=cfg["eval"]["ties"])  # fmt: skip
+        sibling = {
+            **record,
+            "variant": ident.variant,
+            "config_diff": ident.diff,
+            "config": cfg,
+            "metrics": ev["metrics"],
+            "spec": ev["spec"],
+            "per_class": ev["per_class"],
+            "tie_fraction": ev["tie_fraction"],
+            "tie_se": ev["tie_se"],
+            "n_queries_without_positive": ev["n_queries_without_positive"],
+            "scored_with": str(plan.path),  # the run whose embeddings these are
+        }
+        source = extras_path(plan.path)
+        if source.exists():
+            write_json_atomic(extras_path(path), json.loads(source.read_text()))
+        write_json_atomic(path, sibling)
+        print(f"Wrote {path} ({spec} spec)")
