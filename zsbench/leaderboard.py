@@ -302,6 +302,11 @@ def _sig4(x: float) -> str:
     return f"{x:#.4g}"
 
 
+def _zero(std: float) -> float:
+    """A spread that is float noise (identical values averaged in another order) as 0."""
+    return 0.0 if abs(std) < 1e-12 else std
+
+
 def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
     """Markdown table with `mean ± std` cells (4 significant digits; metrics are fractions in
     [0, 1], as the result files store them) for the main metrics."""
@@ -326,7 +331,7 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
     for m in metrics:
         mean, std = df[m], df[f"{m} std"]
         out[m] = [
-            "" if pd.isna(a) else (_sig4(a) if pd.isna(b) else f"{_sig4(a)} ± {_sig4(b)}")
+            "" if pd.isna(a) else (_sig4(a) if pd.isna(b) else f"{_sig4(a)} ± {_sig4(_zero(b))}")
             for a, b in zip(mean, std)
         ]
     if "chance" in df and df["chance"].notna().any():
