@@ -78,13 +78,15 @@ class CAAE(SketchConditionedGenerator):
             "Backbone features: EfficientNet-Lite0 ImageNet pooled features (1280-d) instead "
             "of VGG16 fc7 (4096-d), whose weights are not available offline.",
             "Fewer epochs than the CVAE script's 25 by default (CPU budget), see "
-            "configs/methods/caae.yaml.",
+            "configs/methods/caae.yaml; 50 on sketchy-mini.",
+            "Input features brought to unit RMS by one scalar (feature_rms=1.0, as CVAE): the "
+            "reconstruction terms scale with the features, the adversarial term does not.",
             "The gallery is the unseen-class photos of the dataset, not the official code's "
             "'extended' Sketchy photo set; metrics are zsbench's (mAP@all, P@K), not mAP@200.",
         ),
         notes=(
-            "Below the frozen features on sketchy21-mini at the CPU budget (0.21-0.24 vs frozen "
-            "0.291): see docs/methods/caae.md"
+            "Generated photo features transfer to unseen classes less well than the frozen "
+            "sketch features at the CPU budget: see docs/methods/caae.md"
         ),
     )
 
@@ -124,7 +126,7 @@ class CAAE(SketchConditionedGenerator):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         opt_ae, opt_d = self.optimizers()
-        sketch, photo = batch["sketch"], batch["photo"]
+        sketch, photo = self.scaled(batch["sketch"]), self.scaled(batch["photo"])
 
         terms = self.autoencoder_losses(sketch, photo)
         opt_ae.zero_grad()

@@ -145,3 +145,34 @@ def test_short_training_lowers_the_loss():
         loss.backward()
         opt.step()
     assert total_loss() < 0.5 * before
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, sketch, photo):
+        self.sketch, self.photo = sketch, photo
+
+    def __len__(self):
+        return len(self.sketch)
+
+    def __getitem__(self, i):
+        return {"sketch": self.sketch[i], "photo": self.photo[i], "label": 0, "index": i}
+
+
+@pytest.mark.parametrize("target", [1.0, 2.5, None])
+def test_features_are_scaled_to_the_target_rms_when_training_starts(target):
+    """One scalar puts the training features at `feature_rms` (the loss is not scale-free);
+    queries and gallery get the same scalar, so cosine rankings do not depend on it."""
+    import lightning as L
+
+    torch.manual_seed(0)
+    sketch, photo = 0.3 * torch.rand(40, 12), 0.5 * torch.rand(40, 12)
+    m = small(feature_rms=target)
+    loader = torch.utils.data.DataLoader(_Pairs(sketch, photo), batch_size=16)
+    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu").fit(m, loader)  # fmt: skip
+    rms = torch.cat([sketch, photo]).square().mean().sqrt().item()
+    expected = 1.0 if target is None else target / rms
+    assert m.feature_scale.item() == pytest.approx(expected, rel=1e-5)
+    gal = torch.rand(3, 12)
+    assert torch.allclose(m.encode_gallery({"feature": gal}), gal * expected)
+    assert "feature_scale" in m.state_dict()  # saved with the weights
