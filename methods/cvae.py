@@ -56,6 +56,17 @@ def feature_mse(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).square().mean(dim=1).mean()
 
 
+def rms_scale(batches, target: float) -> float:
+    """The scalar that gives the sketch and photo features of `batches` (pair batches) a root
+    mean square of `target` (1.0 when they are all zero)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        for key in ("sketch", "photo"):
+            total += float(batch[key].double().square().sum())
+            count += batch[key].numel()
+    return float(target) / (total / count) ** 0.5 if count and total > 0 else 1.0
+
+
 class FeatureGenerator(nn.Module):
     """Encoder trunk, sketch-conditioned decoder and sketch regressor of CVAE / CAAE."""
 
@@ -150,16 +161,9 @@ class SketchConditionedGenerator(RetrievalMethod):
         drowned by z: VGG16 fc7 features (the paper's) are large, EfficientNet-Lite0's have an
         RMS of about 0.38, where the decoder's output stayed worse than the constant mean photo
         for hundreds of steps (docs/methods/cvae.md). Cosine retrieval is unchanged by it."""
-        if self.hparams.feature_rms is None:
-            return
-        total, count = 0.0, 0
-        for batch in self.trainer.train_dataloader:
-            for key in ("sketch", "photo"):
-                total += float(batch[key].double().square().sum())
-                count += batch[key].numel()
-        if count and total > 0:
-            rms = (total / count) ** 0.5
-            self.feature_scale.fill_(float(self.hparams.feature_rms) / rms)
+        if self.hparams.feature_rms is not None:
+            scale = rms_scale(self.trainer.train_dataloader, self.hparams.feature_rms)
+            self.feature_scale.fill_(scale)
 
     def encode_query(self, batch: dict) -> Tensor:
         return self.generator.generate_mean(self.scaled(batch["feature"]), self.hparams.n_samples)
@@ -257,4 +261,5 @@ __all__ = [
     "feature_mse",
     "keras_init",
     "kl_standard_normal",
+    "rms_scale",
 ]
