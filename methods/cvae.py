@@ -206,6 +206,8 @@ class CVAE(SketchConditionedGenerator):
             "ImageNet network embeds sketches and photos, as in the official code.",
             "Fewer epochs than the official 25 by default (CPU budget), see "
             "configs/methods/cvae.yaml; 50 on sketchy-mini (~900 steps, official ~12,000).",
+            "One noise draw per sample (z = mu + sigma * eps); the official Keras layer draws "
+            "one eps per batch, which learnt more slowly here (docs/methods/cvae.md).",
             "Input features are multiplied by one scalar so that their RMS over the training "
             "pairs is 1 (feature_rms=1.0; null restores the raw features): the loss is not "
             "scale-invariant, and with EfficientNet-Lite0's small features (RMS 0.38) the KL "
