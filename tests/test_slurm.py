@@ -113,8 +113,10 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def _results(root: Path) -> dict[tuple[str, int], Path]:
+    """(method, seed) of every result file: the method is read from the file, since runs with
+    overrides live one folder deeper (`<method>/<variant>/seed<N>.json`)."""
     return {
-        (p.parent.name, int(p.stem.removeprefix("seed"))): p
+        (json.loads(p.read_text())["method"], int(p.stem.removeprefix("seed"))): p
         for p in root.rglob("seed*.json")
         if not p.name.endswith(".extras.json")
     }
@@ -147,13 +149,14 @@ def test_slurm_job_array_sweep_and_rerun_after_scancel(slurm, tmp_path, tiny):
     assert set(board["n_seeds"]) == {2}
     before = {k: p.read_bytes() for k, p in found.items()}
 
-    # 2. seeds 0 1 2: two new cells; submitted without waiting, then one task is cancelled
-    #    while its worker runs (array index 1 = supervised/seed2, in grid order). The victim
-    #    trains for 1000 epochs so that it cannot finish before the cancel arrives: the 3-epoch
-    #    cell can end in the seconds `sweep --no-wait` takes to return on a loaded machine.
+    # 2. seed 2: two new cells; submitted without waiting, then one task is cancelled while
+    #    its worker runs (array index 1 = supervised/seed2, in grid order). The victim trains
+    #    for 1000 epochs so that it cannot finish before the cancel arrives: the 3-epoch cell
+    #    can end in the seconds `sweep --no-wait` takes to return on a loaded machine. (Seed 2
+    #    alone: 1000 epochs is another config, so seeds 0 and 1 would not count as done.)
     slow = ["--set", "supervised:trainer.max_epochs=1000"]
-    out = _sweep([*common, *slow, "--seeds", "0", "1", "2", "--no-wait"])
-    assert "4 done already, 2 to run with a Slurm job array" in out
+    out = _sweep([*common, *slow, "--seeds", "2", "--no-wait"])
+    assert "0 done already, 2 to run with a Slurm job array" in out
     array2 = _array_id(out)
     victim_log = results / "logs" / "sweep" / "supervised__synthetic__seed2.try1.log"
     _wait_for(victim_log.exists, 300, "the worker of supervised/seed2 to start")
