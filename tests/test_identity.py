@@ -175,6 +175,22 @@ def test_leaderboard_keeps_variants_apart_and_compares_each_with_its_own_frozen(
     assert "| config" in table and 'model.backbone="resnet50"' in table
 
 
+def test_vs_frozen_under_another_spec_falls_back_to_the_default_config_frozen():
+    """`eval.also_specs` re-scores a run under the papers' specs: each such result has a
+    variant of its own, but its config is the default one, so a method on a backbone without
+    a frozen row (CLIP) is still compared with the default frozen row under that spec."""
+    from zsbench.leaderboard import build_leaderboard
+
+    sake = {"eval.spec": "sake"}
+    records = [
+        _record("frozen", "f-sake", "effnet", 0.10, sake),
+        _record("frozen", "r50-sake", "resnet50", 0.20, {**sake, "model.backbone": "resnet50"}),
+        _record("clip", "c-sake", "clip", 0.30, {**sake, "model.clip": "tiny"}),
+    ]
+    board = build_leaderboard(records).set_index(["method", "variant"])
+    assert board.loc[("clip", "c-sake"), "vs frozen"] == pytest.approx(0.20)
+
+
 def test_also_specs_write_each_spec_as_its_own_variant_from_one_run(tmp_path, tiny):
     """eval.also_specs scores one run's embeddings under more specs; each lands where a run
     with eval.spec=<spec> would, so that run is then skipped and the numbers agree."""

@@ -161,14 +161,16 @@ def _backbone(record: dict) -> str:
 
 def _frozen_reference(group: pd.DataFrame, row: pd.Series):
     """The `frozen` row a row is compared with: the one on the same backbone, else the
-    default-config one; None for frozen rows themselves or when neither is unique."""
+    default-config one (no override but the spec: a result re-scored with another spec has a
+    variant of its own but the default config); None for frozen rows themselves or when
+    neither is unique."""
     if row["method"] == BASELINE:
         return None
     frozen = group[group["method"] == BASELINE]
     same = frozen[frozen["_backbone"] == row["_backbone"]]
     if len(same) == 1:
         return same.index[0]
-    default = frozen[frozen["variant"] == "default"]
+    default = frozen[frozen["config"] == ""]
     return default.index[0] if len(default) == 1 else None
 
 
