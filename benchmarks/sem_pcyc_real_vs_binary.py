@@ -13,6 +13,8 @@ of those steps (docs/methods/sem-pcyc.md reads the table):
                (a rotation: the same distances as the PCA step alone)
   sign128      sign of the centred embedding (128 bits, no PCA, no ITQ)
   binary       the ITQ codes `sem-pcyc-binary` ranks, Hamming distance, under each tie rule
+  real BN     the same generators with their BatchNorm statistics re-estimated on the real
+               seen-class training features only (training also feeds them generated inputs)
   test-centred raw minus each test domain's own mean (the official itq.py centring: it uses
                the unseen test data, so zsbench never reports it; shown for comparison)
 
@@ -24,6 +26,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -46,11 +49,46 @@ def embeddings(model, loader, generator) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(z), torch.cat(y)
 
 
+@torch.no_grad()
+def real_bn(generator, features: torch.Tensor, batch_size: int = 128):
+    """A copy of `generator` whose BatchNorm running statistics are re-estimated on real
+    training features only. In training both encoding generators also see generated inputs
+    (the cycle: gen_sk2se(gen_se2sk(...)), as in the official models.py), so their running
+    statistics mix real and generated features; eval mode then normalises real features with
+    them. Dropout stays off; the statistics are a plain average over the batches."""
+    g = copy.deepcopy(generator).eval()
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for i in range(0, len(features), batch_size):
+        g(features[i : i + batch_size])
+    return g.eval()
+
+
+def training_features(dm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seen-class training sketches and photos (features), from the training loader."""
+    sk, ph = [], []
+    for batch in dm.train_dataloader():
+        if "sketch" in batch:
+            sk.append(batch["sketch"].float())
+            ph.append(batch["photo"].float())
+        else:
+            dom = batch["domain"]
+            sk.append(batch["feature"][dom == 0].float())
+            ph.append(batch["feature"][dom != 0].float())
+    return torch.cat(sk), torch.cat(ph)
+
+
 def variants(model, dm) -> dict[str, tuple]:
     """name -> (query, gallery, similarity) for every scored space."""
     model.eval()
     q, ql = embeddings(model, dm.query_dataloader(), model.gen_sk2se)
     g, gl = embeddings(model, dm.gallery_dataloader(), model.gen_im2se)
+    train_sk, train_ph = training_features(dm)
+    qb, _ = embeddings(model, dm.query_dataloader(), real_bn(model.gen_sk2se, train_sk))
+    gb, _ = embeddings(model, dm.gallery_dataloader(), real_bn(model.gen_im2se, train_ph))
     mean_q, mean_g = model.itq_mean[0], model.itq_mean[1]
     qc, gc = q - mean_q, g - mean_g
     proj = model.itq_projection
@@ -63,6 +101,8 @@ def variants(model, dm) -> dict[str, tuple]:
         "pca64 (+ ITQ rotation, no sign), euclidean": (qc @ proj, gc @ proj, "euclidean"),
         "sign128 of centred, hamming": (torch.sign(qc), torch.sign(gc), "dot"),
         "binary 64-bit ITQ (= sem-pcyc-binary)": (model.hash(q, 0), model.hash(g, 1), "dot"),
+        "BN statistics from real training features only, euclidean": (qb, gb, "euclidean"),
+        "BN statistics from real training features only, cosine": (qb, gb, "cosine"),
         "test-centred, euclidean (transductive)": (
             q - q.mean(0),
             g - g.mean(0),
