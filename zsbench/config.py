@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from zsbench.config_types import annotations, check_value
 from zsbench.errors import ZsbenchError, did_you_mean
 
 SECTIONS = ("model", "dataset", "trainer", "eval")
@@ -45,7 +46,7 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"  # "ddp" for several processes/GPUs (gloo on CPU), see README
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str | int = "32-true"  # "bf16-mixed", "16-mixed", 32, ...
     gradient_clip_val: float | None = None
     limit_train_batches: float | int = 1.0
     log_every_n_steps: int = 10
@@ -138,9 +139,16 @@ def signature_defaults(cls: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any
 
 
 def apply_section(
-    base: dict[str, Any], updates: dict[str, Any], where: str, section: str, owner: str
+    base: dict[str, Any],
+    updates: dict[str, Any],
+    where: str,
+    section: str,
+    owner: str,
+    types: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Update `base` with `updates`, refusing keys that `base` (the signature) does not have."""
+    """Update `base` with `updates`, refusing keys that `base` (the signature) does not have
+    and values that do not fit the annotation or range of their key (`types`: key ->
+    annotation, zsbench.config_types)."""
     if not isinstance(updates, dict):
         raise ZsbenchError(f"{where}: section {section!r} must be a mapping.")
     for key, value in updates.items():
@@ -149,6 +157,8 @@ def apply_section(
                 f"{where}: unknown key {section}.{key} for {owner}.{did_you_mean(key, base)} "
                 f"Valid keys: {', '.join(sorted(base))}."
             )
+        if types is not None:
+            check_value(f"{section}.{key}", value, types.get(key), where)
         base[key] = value
     return base
 
@@ -173,6 +183,12 @@ def resolve_config(
         "dataset": f"dataset {dataset!r}",
         "trainer": "the trainer",
         "eval": "the evaluator",
+    }
+    types = {
+        "model": annotations(method_cls),
+        "dataset": annotations(dataset_cls),
+        "trainer": annotations(TrainerConfig),
+        "eval": annotations(EvalConfig),
     }
     root = configs_dir()
     layers: list[tuple[str, dict[str, Any]]] = []
@@ -200,14 +216,16 @@ def resolve_config(
                     f"{where}: unknown section {section!r}.{did_you_mean(section, cfg)} "
                     f"Sections: {', '.join(SECTIONS)}, datasets."
                 )
-            apply_section(cfg[section], updates, where, section, owners[section])
+            apply_section(cfg[section], updates, where, section, owners[section], types[section])
     for text in overrides:
         section, key, value = parse_override(text)
         if section == "model" and key in data_provided:
             raise ZsbenchError(
                 f"--set {text}: model.{key} comes from the dataset and cannot be overridden."
             )
-        apply_section(cfg[section], {key: value}, f"--set {text}", section, owners[section])
+        apply_section(
+            cfg[section], {key: value}, f"--set {text}", section, owners[section], types[section]
+        )
     return cfg
 
 

@@ -1,0 +1,138 @@
+"""Checks a config value against the annotation of the parameter it sets, and the range that
+makes sense for it, before anything runs.
+
+The annotations are the ones already written on the `__init__` signatures of the methods and
+datamodules and on the runner's dataclasses (zsbench.config): one source of truth, checked by
+pydantic (strict, so `"abc"` is not an int and `true` is not a number; an int is accepted where a
+float is expected). A value whose annotation cannot be resolved, or is `Any`, is not checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import typing
+from typing import Any
+
+from zsbench.errors import ZsbenchError
+
+# ranges by key name, for every section: (lower bound, inclusive?, upper bound, inclusive?)
+AT_LEAST_ONE = (1, True, None, False)
+RANGES: dict[str, tuple] = {
+    "max_epochs": AT_LEAST_ONE,
+    "max_steps": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "eval_batch_size": AT_LEAST_ONE,
+    "num_nodes": AT_LEAST_ONE,
+    "log_every_n_steps": AT_LEAST_ONE,
+    "chunk_size": AT_LEAST_ONE,
+    "num_workers": (0, True, None, False),
+    "val_fraction": (0, True, 1, False),
+    "lr": (0, False, None, False),
+    "learning_rate": (0, False, None, False),
+    "weight_decay": (0, True, None, False),
+    "momentum": (0, True, 1, True),
+    "dropout": (0, True, 1, False),
+    "image_size": AT_LEAST_ONE,
+}
+
+
+def _range_of(key: str) -> tuple | None:
+    if key in RANGES:
+        return RANGES[key]
+    if key.endswith("_lr"):
+        return RANGES["lr"]
+    return None
+
+
+def annotations(cls: Any) -> dict[str, Any]:
+    """name -> resolved annotation of a dataclass's fields, or of `cls.__init__`'s parameters
+    through the `**kwargs` chain (as zsbench.config.init_parameters walks it)."""
+    return dict(_annotations(cls))
+
+
+@functools.cache
+def _annotations(cls: Any) -> tuple[tuple[str, Any], ...]:
+    found: dict[str, Any] = {}
+    if dataclasses.is_dataclass(cls):
+        items = [(f.name, f.type, cls) for f in dataclasses.fields(cls)]
+        for name, ann, owner in items:
+            _resolve_into(found, name, ann, owner)
+        return tuple(found.items())
+    import inspect
+
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        init = vars(klass)["__init__"]
+        raw = getattr(init, "__annotations__", {}) or {}
+        for name, ann in raw.items():
+            if name != "return" and name not in found:
+                _resolve_into(found, name, ann, klass)
+        params = inspect.signature(init).parameters.values()
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return tuple(found.items())
+
+
+def _resolve_into(found: dict[str, Any], name: str, ann: Any, owner: Any) -> None:
+    if isinstance(ann, str):
+        namespace = {**vars(typing), **vars(sys.modules[owner.__module__])}
+        try:
+            ann = eval(ann, namespace)  # noqa: S307 - an annotation of our own code
+        except Exception:  # a name only imported for type checking: not checked
+            return
+    found[name] = ann
+
+
+def check_value(key: str, value: Any, annotation: Any, where: str) -> None:
+    """Raise ZsbenchError naming the key, the value, what was expected and where it came from."""
+    if annotation is not None and annotation is not Any and annotation is not inspect_empty():
+        from pydantic import ValidationError
+
+        try:
+            adapter = _adapter(annotation)
+        except Exception:  # an annotation pydantic cannot build a schema for: not checked
+            adapter = None
+        if adapter is not None:
+            try:
+                adapter.validate_python(value, strict=True)
+            except ValidationError:
+                raise ZsbenchError(
+                    f"{where}: {key} must be {_type_name(annotation)}, got {value!r} "
+                    f"({type(value).__name__})."
+                ) from None
+    bounds = _range_of(key.rsplit(".", 1)[-1])
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, low_incl, high, high_incl = bounds
+    bad = (low is not None and (value < low or (value == low and not low_incl))) or (
+        high is not None and (value > high or (value == high and not high_incl))
+    )
+    if bad:
+        lo = "" if low is None else f"{'>=' if low_incl else '>'} {low}"
+        hi = "" if high is None else f"{'<=' if high_incl else '<'} {high}"
+        expected = " and ".join(x for x in (lo, hi) if x)
+        raise ZsbenchError(f"{where}: {key} must be {expected}, got {value!r}.")
+
+
+def inspect_empty() -> Any:
+    import inspect
+
+    return inspect.Parameter.empty
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(annotation: Any):
+    from pydantic import ConfigDict, TypeAdapter
+
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:
+        return TypeAdapter(annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
+    return text or str(annotation).replace("typing.", "")
