@@ -105,45 +105,54 @@ def paper_spec_table(rows: pd.DataFrame) -> list[str]:
 
 
 def beside_papers(rows: pd.DataFrame, records: list[dict]) -> list[str]:
-    reported = [
-        p for p in load_reported() if p.task == "sbir" and p.dataset == "sketchy"
-        and p.split == "sketchy21"
-    ]  # fmt: skip
+    """Each method's zsbench number under its paper's evaluator beside the paper's number on
+    `sketchy21` (zsbench/reported/sbir.yaml), the settings of both in the same row."""
+    reported = [p for p in load_reported() if p.task == "sbir"]
     out = [
-        "| method | zsbench (spec: numbers; backbone; training data; image size) "
-        "| paper (numbers; backbone; training data; image size; source) |",
-        "|---|---|---|",
+        "| method | zsbench: spec, numbers (backbone) | zsbench setting "
+        "| paper: numbers | paper setting, source |",
+        "|---|---|---|---|---|",
     ]
-    train = {}
+    setting = {}
     for r in records:
         if r.get("dataset") == DATASET and r.get("status") == "ok":
             counts = (r.get("split_manifest") or {}).get("counts") or {}
             size = (r.get("config") or {}).get("dataset", {}).get("image_size")
-            train[r["method"]] = (counts.get("train"), size)
+            setting[r["method"]] = (
+                f"104 x (25 photos + 25 sketches), {counts.get('train')} train items; {size} px"
+            )
     for method in ORDER[2:]:  # frozen and supervised have no paper
-        spec, metrics = PAPER_SPEC.get(method, ("default", ["mAP@all", "P@100"]))
+        papers = [
+            p
+            for p in reported
+            if p.method == method and p.dataset == "sketchy" and p.split == "sketchy21"
+        ]
+        spec = papers[0].spec if papers else PAPER_SPEC.get(method, ("default",))[0]
+        metrics = [p.metric for p in papers] or PAPER_SPEC.get(method, ("", ["mAP@all", "P@100"]))[
+            1
+        ]
         mine = rows[(rows["method"] == method) & (rows["spec"] == spec)]
         if mine.empty:
             continue
-        n_train, size = train.get(method, (None, None))
         ours = "; ".join(
-            f"{r['backbone']}: " + ", ".join(f"{m} {r[m]:.3f}" for m in metrics if pd.notna(r[m]))
+            ", ".join(f"{m} {r[m]:.3f}" for m in metrics if m in r and pd.notna(r[m]))
+            + f" ({r['backbone']})"
             for _, r in mine.iterrows()
         )
-        ours = (
-            f"`{spec}`: {ours}; 104 seen classes x 25 photos + 25 sketches "
-            f"({n_train} train items); {size} px"
-        )
-        papers = [p for p in reported if p.method == method]
-        theirs = (
-            "; ".join(
-                f"{p.metric} {p.value:.3f} ({p.spec}); {p.backbone}; {p.training_data}; "
-                f"{p.image_size or '?'} px; {p.source_label()}"
-                for p in papers
+        if papers:
+            p = papers[0]
+            theirs = ", ".join(f"{q.metric} {q.value:.3f}" for q in papers)
+            src = f"{p.source['authors']} {p.source['year']}, read from {p.read_from.split(',')[0]}"
+            where = f"{p.backbone}; {p.training_data}; {src}"
+        else:
+            elsewhere = sorted({f"{q.dataset}/{q.split}" for q in reported if q.method == method})
+            theirs = "none found on sketchy21"
+            where = (
+                ("reported elsewhere: " + ", ".join(elsewhere)) if elsewhere else "no number found"
             )
-            or "not found in a readable source (zsbench/reported/sbir.yaml lists what was searched)"
+        out.append(
+            f"| {method} | `{spec}`: {ours} | {setting.get(method, '')} | {theirs} | {where} |"
         )
-        out.append(f"| {method} | {ours} | {theirs} |")
     return out
 
 
