@@ -77,3 +77,21 @@ def test_every_shipped_config_and_preset_passes_the_checks():
                     raise
                 checked += 1
     assert checked > 40
+
+
+def test_a_bad_trainer_value_fails_before_torch_loads():
+    """`zsbench bench --set trainer.max_epochs=abc` answers at once: the trainer and eval
+    sections are checked against the runner's dataclasses before any method is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from zsbench.cli import main\n"
+        "rc = main(['bench', '--method', 'supervised', '--dataset', 'synthetic',\n"
+        "           '--set', 'trainer.max_epochs=abc'])\n"
+        "print('rc', rc, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "rc 2 False" in out.stdout, out.stdout + out.stderr
+    assert "trainer.max_epochs must be int, got 'abc'" in out.stderr

@@ -45,9 +45,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from zsbench.config import check_runner_overrides
     from zsbench.registry import check_pair
 
     check_pair(args.method, args.dataset)  # a typo fails before the training stack loads
+    check_runner_overrides(args.set)  # so does a bad trainer.* / eval.* value
     if args.print_config:
         return print_config(args)
     from zsbench.leaderboard import format_table, update_leaderboard

@@ -229,6 +229,27 @@ def resolve_config(
     return cfg
 
 
+def check_runner_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """Check the `trainer.*` and `eval.*` overrides (keys, types, ranges) against the runner's
+    own dataclasses: no method or dataset module is imported, so `--set trainer.max_epochs=abc`
+    fails before torch loads. `model.*` and `dataset.*` are checked by resolve_config."""
+    types = {"trainer": annotations(TrainerConfig), "eval": annotations(EvalConfig)}
+    base = {
+        "trainer": dataclasses.asdict(TrainerConfig()),
+        "eval": dataclasses.asdict(EvalConfig()),
+    }
+    owners = {"trainer": "the trainer", "eval": "the evaluator"}
+    for text in overrides:
+        if text.split("=", 1)[0] == "preset":
+            continue
+        section, key, value = parse_override(text)
+        if section in types:
+            apply_section(
+                dict(base[section]), {key: value}, f"--set {text}", section, owners[section],
+                types[section],
+            )  # fmt: skip
+
+
 def find_root(root: str | Path | None, env_var: str = "ZSBENCH_DATA") -> Path | None:
     """The data root: `root` when given, else $ZSBENCH_DATA (None when neither is set)."""
     value = root if root not in (None, "") else os.environ.get(env_var)
