@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zsbench.evaluation import evaluate_sbir  # noqa: E402
+from zsbench.methods.sem_pcyc import refit_batchnorm  # noqa: E402
 from zsbench.runner import plan_run, train_sbir  # noqa: E402
 
 
@@ -49,21 +50,11 @@ def embeddings(model, loader, generator) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(z), torch.cat(y)
 
 
-@torch.no_grad()
 def real_bn(generator, features: torch.Tensor, batch_size: int = 128):
-    """A copy of `generator` whose BatchNorm running statistics are re-estimated on real
-    training features only. In training both encoding generators also see generated inputs
-    (the cycle: gen_sk2se(gen_se2sk(...)), as in the official models.py), so their running
-    statistics mix real and generated features; eval mode then normalises real features with
-    them. Dropout stays off; the statistics are a plain average over the batches."""
-    g = copy.deepcopy(generator).eval()
-    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm1d)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    for i in range(0, len(features), batch_size):
-        g(features[i : i + batch_size])
+    """A copy of `generator` with its BatchNorm statistics re-estimated on real training
+    features only (what `model.bn_from_real=true` does after training)."""
+    g = copy.deepcopy(generator)
+    refit_batchnorm(g, list(features.split(batch_size)))
     return g.eval()
 
 

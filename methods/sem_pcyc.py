@@ -76,6 +76,26 @@ def discriminator(in_dim: int, noise_std: float = 0.3) -> nn.Sequential:
     )
 
 
+@torch.no_grad()
+def refit_batchnorm(module: nn.Module, batches: list[Tensor]) -> None:
+    """Replace the running statistics of every BatchNorm in `module` by their average over
+    `batches` (inputs of `module`; each batch's statistics weigh the same, as in
+    torch.optim.swa_utils.update_bn), the rest of the module in eval mode (no dropout)."""
+    was_training = module.training
+    module.eval()
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    for x in batches:
+        module(x)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    module.train(was_training)
+
+
 class SemanticAutoEncoder(nn.Module):
     """Official `AutoEncoder(nlayer=1)`: Linear+ReLU to the semantic space, Linear+ReLU back."""
 
@@ -205,7 +225,12 @@ class SemPcyc(RetrievalMethod):
         lr: float = 1e-4,
         momentum: float = 0.9,
         lr_ae_factor: float = 100.0,
+        bn_from_real: bool = False,
     ) -> None:
+        """`bn_from_real`: after training, re-estimate the BatchNorm statistics of the two
+        encoding generators on the real seen-class training features only (off: the official
+        code keeps the running statistics of training, which also saw generated inputs;
+        docs/methods/sem-pcyc.md, "On the real sketchy21 protocol")."""
         super().__init__()
         self.save_hyperparameters(ignore=["class_embeddings"])
         self.automatic_optimization = False
@@ -339,6 +364,30 @@ class SemPcyc(RetrievalMethod):
             self.log(f"train/{key}", value.detach(), prog_bar=key in ("gen", "disc"), batch_size=n)
         return loss["gen"].detach()
 
+    def on_train_end(self) -> None:
+        if self.hparams.bn_from_real:
+            self.refit_batchnorm(self.trainer.train_dataloader)
+
+    @torch.no_grad()
+    def refit_batchnorm(self, loader) -> None:
+        """Re-estimate gen_sk2se's and gen_im2se's BatchNorm statistics on the real training
+        sketches and photos of `loader` (pair batches or item batches): in training both also
+        encode generated features (the cycle gen_sk2se(gen_se2sk(...)), as the official
+        models.py does), so their running statistics mix real and generated inputs, and eval
+        mode normalises real features with them. Dropout stays off; only seen-class training data
+        is read."""
+        sketches, photos = [], []
+        for batch in loader:
+            if "sketch" in batch:
+                sketches.append(batch["sketch"].float())
+                photos.append(batch["photo"].float())
+            else:
+                dom = batch["domain"]
+                sketches.append(batch["feature"][dom == 0].float())
+                photos.append(batch["feature"][dom != 0].float())
+        for gen, feats in ((self.gen_sk2se, sketches), (self.gen_im2se, photos)):
+            refit_batchnorm(gen, [f.to(self.device) for f in feats if len(f)])
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Seen-class validation items: accuracy of the (frozen) semantic classifier."""
         z = self.embed_features(batch["feature"], batch["domain"])
@@ -406,6 +455,7 @@ class SemPcycBinary(SemPcyc):
         self.register_buffer("itq_fitted", torch.tensor(False))
 
     def on_train_end(self) -> None:
+        super().on_train_end()  # the BatchNorm refit first, when asked: ITQ hashes its output
         self.fit_itq(self.trainer.train_dataloader)
 
     @torch.no_grad()

@@ -163,3 +163,39 @@ def test_short_training_lowers_the_generator_losses_and_fits_itq():
     assert after["ae"] < 0.8 * before["ae"]
     assert after["gen_cyc"] < before["gen_cyc"] and after["gen_reg"] < before["gen_reg"]
     assert bool(m.itq_fitted)  # learnt in on_train_end from the training pairs
+
+
+def test_bn_from_real_refits_the_encoders_on_real_training_features_only():
+    """`model.bn_from_real=true`: after training, the BatchNorm statistics of gen_sk2se and
+    gen_im2se are the plain average over the real training sketches / photos (in training
+    they also saw generated inputs); off by default, as in the official code."""
+    from zsbench.methods.sem_pcyc import SemPcyc, refit_batchnorm
+
+    torch.manual_seed(0)
+    feats = {"minilm": np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)}
+    model = SemPcyc(feature_dim=16, num_classes=4, class_embeddings=feats, dim_out=8)
+    assert model.hparams.bn_from_real is False
+    sketches = [torch.randn(10, 16) + 3.0, torch.randn(6, 16) + 3.0]
+    photos = [torch.randn(10, 16) - 2.0, torch.randn(6, 16) - 2.0]
+    loader = [
+        {"sketch": s, "photo": p, "label": torch.zeros(len(s))} for s, p in zip(sketches, photos)
+    ]
+    model.gen_sk2se.train()
+    model.gen_sk2se(torch.randn(32, 16) * 5)  # running stats from other (e.g. generated) inputs
+    model.refit_batchnorm(loader)
+    first_linear, first_bn = model.gen_sk2se[0], model.gen_sk2se[1]
+    # the average over the batches of each batch's statistics (as torch.optim.swa_utils.update_bn)
+    pre = [first_linear(x) for x in sketches]
+    mean = torch.stack([x.mean(0) for x in pre]).mean(0)
+    var = torch.stack([x.var(0, unbiased=True) for x in pre]).mean(0)
+    assert torch.allclose(first_bn.running_mean, mean, atol=1e-5)
+    assert torch.allclose(first_bn.running_var, var, rtol=1e-4, atol=1e-5)
+    pre_photo = [model.gen_im2se[0](x) for x in photos]
+    photo_mean = torch.stack([x.mean(0) for x in pre_photo]).mean(0)
+    assert torch.allclose(model.gen_im2se[1].running_mean, photo_mean, atol=1e-5)
+    assert first_bn.momentum == 0.1 and model.gen_sk2se.training  # restored
+    # the helper alone: a module in eval mode stays in eval mode, dropout off while refitting
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.9))
+    net.eval()
+    refit_batchnorm(net, [torch.ones(5, 3)])
+    assert not net.training and torch.isfinite(net[1].running_var).all()
