@@ -34,9 +34,28 @@ SECTIONS = ("model", "dataset", "trainer", "eval")
 DATA_PROVIDED = ("num_classes", "seen_class_names", "feature_dim", "class_embeddings")
 
 
+# `lightning.Trainer` arguments the runner sets itself (logging, progress, callbacks, weights on
+# disk, Python objects); every other Trainer argument is a `trainer.*` key passed through
+MANAGED_TRAINER_ARGS = (
+    "logger",
+    "callbacks",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "enable_checkpointing",
+    "default_root_dir",
+    "plugins",
+    "model_registry",
+)
+# `trainer.*` keys that are the runner's, not Lightning's: the dataloaders and augmentation
+RUNNER_ONLY_TRAINER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "augment")
+
+
 @dataclasses.dataclass
 class TrainerConfig:
-    """How the runner trains: passed to `lightning.Trainer` and the dataloaders."""
+    """How the runner trains: zsbench's defaults for the dataloaders and for some
+    `lightning.Trainer` arguments. The `trainer` section also holds every other Trainer
+    argument (`max_steps`, `accumulate_grad_batches`, `val_check_interval`, ...) with
+    Lightning's own default (`trainer_section`), and all of them reach the Trainer."""
 
     max_epochs: int = 10
     batch_size: int = 64
@@ -64,6 +83,35 @@ class EvalConfig:
     # more specs to score the same embeddings with, each written as the result of its own
     # `eval.spec=<name>` variant (SBIR): a paper's evaluator beside the default, one training
     also_specs: list = dataclasses.field(default_factory=list)
+
+
+def lightning_trainer_parameters() -> dict[str, Any]:
+    """name -> inspect.Parameter of `lightning.Trainer.__init__`, less the managed ones."""
+    import lightning as L
+
+    params = inspect.signature(L.Trainer.__init__).parameters
+    return {
+        n: p
+        for n, p in params.items()
+        if n != "self"
+        and n not in MANAGED_TRAINER_ARGS
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def trainer_section() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `trainer` section's defaults and annotations: Lightning's Trainer arguments with
+    Lightning's defaults and annotations, then zsbench's TrainerConfig on top (its defaults and
+    its stricter annotations win, e.g. `max_epochs: int` where Lightning allows None; for
+    `precision` and `devices` Lightning's list of accepted values is the precise one)."""
+    lightning = lightning_trainer_parameters()
+    defaults = {n: p.default for n, p in lightning.items()}
+    defaults.update(dataclasses.asdict(TrainerConfig()))
+    types = {n: p.annotation for n, p in lightning.items()}
+    types.update(
+        {k: v for k, v in annotations(TrainerConfig).items() if k not in ("precision", "devices")}
+    )
+    return defaults, types
 
 
 def configs_dir() -> Path:
@@ -172,10 +220,11 @@ def resolve_config(
     data_provided: tuple[str, ...] = (),
 ) -> dict[str, dict[str, Any]]:
     """Merge signature defaults, dataset YAML, method YAML (+ per-dataset part) and overrides."""
+    trainer_defaults, trainer_types = trainer_section()
     cfg = {
         "model": signature_defaults(method_cls, exclude=data_provided),
         "dataset": signature_defaults(dataset_cls),
-        "trainer": dataclasses.asdict(TrainerConfig()),
+        "trainer": trainer_defaults,
         "eval": dataclasses.asdict(EvalConfig()),
     }
     owners = {
@@ -187,7 +236,7 @@ def resolve_config(
     types = {
         "model": annotations(method_cls),
         "dataset": annotations(dataset_cls),
-        "trainer": annotations(TrainerConfig),
+        "trainer": trainer_types,
         "eval": annotations(EvalConfig),
     }
     root = configs_dir()
@@ -230,9 +279,9 @@ def resolve_config(
 
 
 def check_runner_overrides(overrides: list[str] | tuple[str, ...]) -> None:
-    """Check the `trainer.*` and `eval.*` overrides (keys, types, ranges) against the runner's
-    own dataclasses: no method or dataset module is imported, so `--set trainer.max_epochs=abc`
-    fails before torch loads. `model.*` and `dataset.*` are checked by resolve_config."""
+    """Check the `trainer.*` and `eval.*` overrides of the runner's own dataclasses (types,
+    ranges) without importing a method, dataset or Lightning, so `--set trainer.max_epochs=abc`
+    fails before torch loads. Everything else is checked by resolve_config."""
     types = {"trainer": annotations(TrainerConfig), "eval": annotations(EvalConfig)}
     base = {
         "trainer": dataclasses.asdict(TrainerConfig()),
@@ -243,7 +292,7 @@ def check_runner_overrides(overrides: list[str] | tuple[str, ...]) -> None:
         if text.split("=", 1)[0] == "preset":
             continue
         section, key, value = parse_override(text)
-        if section in types:
+        if section in types and key in base[section]:  # other trainer keys: Lightning's
             apply_section(
                 dict(base[section]), {key: value}, f"--set {text}", section, owners[section],
                 types[section],

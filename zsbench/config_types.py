@@ -21,7 +21,6 @@ from zsbench.errors import ZsbenchError
 AT_LEAST_ONE = (1, True, None, False)
 RANGES: dict[str, tuple] = {
     "max_epochs": AT_LEAST_ONE,
-    "max_steps": AT_LEAST_ONE,
     "batch_size": AT_LEAST_ONE,
     "eval_batch_size": AT_LEAST_ONE,
     "num_nodes": AT_LEAST_ONE,
@@ -134,5 +133,14 @@ def _adapter(annotation: Any):
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
-    return text or str(annotation).replace("typing.", "")
+    """`int`, `float | None`, or `one of 'a', 'b', None` for unions of literals."""
+    args = typing.get_args(annotation)
+    if not args:
+        return getattr(annotation, "__name__", None) or str(annotation)
+    members = [a for a in args if typing.get_origin(a) is typing.Literal or a is type(None)]
+    if typing.get_origin(annotation) is typing.Literal or len(members) == len(args):
+        values = []
+        for a in [annotation] if typing.get_origin(annotation) is typing.Literal else args:
+            values += [None] if a is type(None) else list(typing.get_args(a))
+        return "one of " + ", ".join(repr(v) for v in values)
+    return str(annotation).replace("typing.", "")

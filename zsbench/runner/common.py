@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from zsbench.config import RUNNER_ONLY_TRAINER_KEYS
 from zsbench.leaderboard import update_leaderboard
 from zsbench.progress import lightning_progress
 from zsbench.provenance import provenance
@@ -83,15 +84,9 @@ def _trainer(tcfg: dict, loggers: list, progress: bool) -> L.Trainer:
     # Lightning hints at `srun` whenever Slurm is installed; inside a Slurm job it is not shown,
     # and outside one the hint is noise (multi-node runs: README, "More than one machine")
     warnings.filterwarnings("ignore", message="The `srun` command is available")
+    passed = {k: v for k, v in tcfg.items() if k not in RUNNER_ONLY_TRAINER_KEYS}
     return L.Trainer(
-        max_epochs=tcfg["max_epochs"],
-        accelerator=tcfg["accelerator"],
-        devices=tcfg["devices"],
-        precision=tcfg["precision"],
-        gradient_clip_val=tcfg["gradient_clip_val"],
-        limit_train_batches=tcfg["limit_train_batches"],
-        log_every_n_steps=tcfg["log_every_n_steps"],
-        fast_dev_run=tcfg["fast_dev_run"],
+        **passed,  # every trainer.* key but the dataloaders' (zsbench.config.trainer_section)
         logger=loggers,
         enable_checkpointing=False,
         enable_progress_bar=bar,
