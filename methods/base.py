@@ -50,6 +50,19 @@ def stack_class_embeddings(
     return torch.cat(parts, dim=-1)
 
 
+def rms_scale(batches, target: float) -> float:
+    """The scalar that gives the sketch and photo features of `batches` (pair batches) a root
+    mean square of `target` (1.0 when they are all zero): for feature-space methods whose
+    losses are not scale-invariant, so that they see backbones of any scale alike (CVAE, CAAE,
+    CFSA's `feature_rms`)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        for key in ("sketch", "photo"):
+            total += float(batch[key].double().square().sum())
+            count += batch[key].numel()
+    return float(target) / (total / count) ** 0.5 if count and total > 0 else 1.0
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodMetadata:
     """What a method is; recorded in every result and checked by one test over all methods."""

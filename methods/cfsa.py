@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
+from zsbench.methods.base import MethodMetadata, RetrievalMethod, rms_scale, stack_class_embeddings
 from zsbench.methods.lcale import gaussian_mmd, mlp
 
 DOMAINS = ("sketch", "photo")
@@ -116,10 +116,15 @@ class Cfsa(RetrievalMethod):
         lr: float = 1e-4,
         regressor_lr: float = 1e-3,
         beta1: float = 0.5,
+        feature_rms: float | None = None,
     ) -> None:
+        """`feature_rms`: when set, every input feature is multiplied by one scalar, computed
+        from the seen-class training pairs when training starts, that gives them this root
+        mean square (None: the raw features). JFSE min-max scales each batch instead."""
         super().__init__()
         self.save_hyperparameters(ignore=["class_embeddings"])
         self.automatic_optimization = False
+        self.register_buffer("feature_scale", torch.ones(()))
         self.register_buffer("class_emb", stack_class_embeddings(class_embeddings, num_classes))
         sem = self.class_emb.shape[1]
         self.noise_dim = noise_dim or sem
@@ -204,7 +209,13 @@ class Cfsa(RetrievalMethod):
 
     # -- Lightning ---------------------------------------------------------------------------
 
+    def on_train_start(self) -> None:
+        if self.hparams.feature_rms is not None:
+            scale = rms_scale(self.trainer.train_dataloader, self.hparams.feature_rms)
+            self.feature_scale.fill_(scale)
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        batch = {**batch, **{d: batch[d] * self.feature_scale for d in DOMAINS}}
         opt_d, opt_g, opt_r = self.optimizers()
         n = len(batch["label"])
         for _ in range(self.hparams.n_critic):
@@ -259,12 +270,12 @@ class Cfsa(RetrievalMethod):
     # -- retrieval ---------------------------------------------------------------------------
 
     def embed_items(self, batch: dict) -> Tensor:
-        feats, is_photo = batch["feature"], batch["domain"].bool()
+        feats, is_photo = batch["feature"] * self.feature_scale, batch["domain"].bool()
         r_s, r_p = self.regressors["sketch"](feats), self.regressors["photo"](feats)
         return torch.where(is_photo[:, None], r_p, r_s)
 
     def encode_query(self, batch: dict) -> Tensor:
-        return self.regressors["sketch"](batch["feature"])
+        return self.regressors["sketch"](batch["feature"] * self.feature_scale)
 
     def encode_gallery(self, batch: dict) -> Tensor:
-        return self.regressors["photo"](batch["feature"])
+        return self.regressors["photo"](batch["feature"] * self.feature_scale)

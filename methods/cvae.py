@@ -32,7 +32,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from zsbench.methods.base import MethodMetadata, RetrievalMethod
+from zsbench.methods.base import (
+    MethodMetadata,
+    RetrievalMethod,
+    rms_scale,  # noqa: F401 (re-exported)
+)
 
 # Keras BatchNormalization defaults (momentum 0.99 of the running mean = 0.01 in torch).
 _BN = {"momentum": 0.01, "eps": 1e-3}
@@ -54,17 +58,6 @@ def kl_standard_normal(mu: Tensor, log_var: Tensor) -> Tensor:
 def feature_mse(pred: Tensor, target: Tensor) -> Tensor:
     """Squared error averaged over feature dimensions and batch (Keras mean_squared_error)."""
     return (pred - target).square().mean(dim=1).mean()
-
-
-def rms_scale(batches, target: float) -> float:
-    """The scalar that gives the sketch and photo features of `batches` (pair batches) a root
-    mean square of `target` (1.0 when they are all zero)."""
-    total, count = 0.0, 0
-    for batch in batches:
-        for key in ("sketch", "photo"):
-            total += float(batch[key].double().square().sum())
-            count += batch[key].numel()
-    return float(target) / (total / count) ** 0.5 if count and total > 0 else 1.0
 
 
 class FeatureGenerator(nn.Module):

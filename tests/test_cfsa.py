@@ -142,3 +142,38 @@ def test_short_training_lowers_regression_loss(one_thread):
         opt_r.step()
     last = model.regressor_loss(batch, model.generator_loss(batch)[1])["regression"].item()
     assert last < 0.5 * first
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, batch: dict) -> None:
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(self.batch["label"])
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.batch.items()}
+
+
+@pytest.mark.parametrize("target", [1.0, None])
+def test_feature_rms_scales_training_and_retrieval_features_alike(one_thread, target):
+    """`feature_rms`: one scalar from the training pairs (None: raw features, the default);
+    training, queries and gallery all see the same scalar."""
+    import lightning as L
+
+    batch = pair_batch(32)
+    model = make_model(feature_rms=target)
+    loader = torch.utils.data.DataLoader(_Pairs(batch), batch_size=16)
+    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu").fit(model, loader)  # fmt: skip
+    rms = torch.cat([batch["sketch"], batch["photo"]]).square().mean().sqrt().item()
+    expected = 1.0 if target is None else target / rms
+    assert model.feature_scale.item() == pytest.approx(expected, rel=1e-5)
+    x = torch.rand(3, FEAT)
+    model.eval()
+    assert torch.allclose(
+        model.encode_gallery({"feature": x}), model.regressors["photo"](x * expected)
+    )
+    assert torch.allclose(
+        model.encode_query({"feature": x}), model.regressors["sketch"](x * expected)
+    )
