@@ -66,3 +66,26 @@ def test_the_section_is_lightnings_signature():
         trainer_for("trainer.logger=false")  # the runner's own: not settable
     with pytest.raises(ZsbenchError, match="trainer.precision must be one of"):
         trainer_for("trainer.precision=fp17")
+
+
+def test_a_run_prints_no_lightning_advert_or_leafspec_deprecation(capsys, caplog):
+    """The litlogger tip and the LeafSpec deprecation are filtered, nothing else."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer_for()
+        warnings.warn(
+            "`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1
+        )
+        warnings.warn("another warning", UserWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught]
+    assert "another warning" in messages
+    assert not any("LeafSpec" in m for m in messages)
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        log.info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        log.info("GPU available: False, used: False")
+    assert "GPU available" in caplog.text and "Tip" not in caplog.text
+    assert "litlogger" not in capsys.readouterr().err

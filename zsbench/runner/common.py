@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -79,11 +80,29 @@ def _loggers(root: Path, name: str, seed: int, cfg: dict, use_wandb: bool) -> li
     return loggers
 
 
+class _DropAdverts(logging.Filter):
+    """Lightning's "💡 Tip: ... litlogger" line, printed by every Trainer: advertising."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_lightning() -> None:
+    """Drop two messages every run printed that say nothing about the run: Lightning's
+    litlogger advert and its `LeafSpec` deprecation warning (Lightning's own code calls the
+    deprecated torch API). Only these; every other warning stays."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in log.filters):
+        log.addFilter(_DropAdverts())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def _trainer(tcfg: dict, loggers: list, progress: bool) -> L.Trainer:
     bar, callbacks = lightning_progress(progress)  # a bar on a TTY, whole lines in a log
     # Lightning hints at `srun` whenever Slurm is installed; inside a Slurm job it is not shown,
     # and outside one the hint is noise (multi-node runs: README, "More than one machine")
     warnings.filterwarnings("ignore", message="The `srun` command is available")
+    quiet_lightning()
     passed = {k: v for k, v in tcfg.items() if k not in RUNNER_ONLY_TRAINER_KEYS}
     return L.Trainer(
         **passed,  # every trainer.* key but the dataloaders' (zsbench.config.trainer_section)
