@@ -47,3 +47,13 @@ def test_lightning_gets_line_callback_in_a_log(enabled):
     bar, callbacks = lightning_progress(enabled)
     assert bar is False  # never a carriage-return bar outside a TTY
     assert len(callbacks) == (1 if enabled else 0)
+
+
+def test_slow_work_reads_as_seconds_per_item():
+    """`0.00 batch/s` said nothing about a 421 s batch: below one a second the rate flips."""
+    from zsbench.progress import format_rate
+
+    assert format_rate(12.345, "batch") == "12.35 batch/s"
+    assert format_rate(1 / 42, "batch") == "42.0 s/batch"
+    assert format_rate(1 / 421, "batch") == "421 s/batch"
+    assert format_rate(0.0, "cell") == "- s/cell"

@@ -20,6 +20,16 @@ def stderr_is_tty() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
+def format_rate(per_s: float, unit: str) -> str:
+    """`12.3 batch/s`, or `42 s/batch` below one a second (slow work read as a time, not
+    as `0.02 batch/s`); `- s/batch` before the first item."""
+    if per_s <= 0:
+        return f"- s/{unit}"
+    if per_s >= 1:
+        return f"{per_s:.2f} {unit}/s"
+    return f"{1 / per_s:.1f} s/{unit}" if per_s > 0.01 else f"{1 / per_s:.0f} s/{unit}"
+
+
 class LineProgress:
     """A tqdm-like counter that prints whole lines: `desc: n/total unit (p%), t s, r unit/s`."""
 
@@ -47,7 +57,9 @@ class LineProgress:
         rate = self.n / elapsed if elapsed > 0 else 0.0
         done = f"{self.n}/{self.total}" if self.total else str(self.n)
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        line = f"{self.desc}: {done} {self.unit}{pct}, {elapsed:.0f} s, {rate:.2f} {self.unit}/s"
+        line = (
+            f"{self.desc}: {done} {self.unit}{pct}, {elapsed:.0f} s, {format_rate(rate, self.unit)}"
+        )
         return f"{line}, {self.postfix}" if self.postfix else line
 
     def update(self, n: int = 1) -> None:
