@@ -119,7 +119,8 @@ def beside_papers(rows: pd.DataFrame, records: list[dict]) -> list[str]:
             counts = (r.get("split_manifest") or {}).get("counts") or {}
             size = (r.get("config") or {}).get("dataset", {}).get("image_size")
             setting[r["method"]] = (
-                f"104 x (25 photos + 25 sketches), {counts.get('train')} train items; {size} px"
+                f"104 x (25 photos + 25 sketches), {counts.get('train')} train items; "
+                f"gallery {counts.get('gallery')} photos, 100 a class; {size} px"
             )
     for method in ORDER[2:]:  # frozen and supervised have no paper
         papers = [
