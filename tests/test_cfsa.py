@@ -155,10 +155,11 @@ class _Pairs(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.batch.items()}
 
 
-@pytest.mark.parametrize("target", [1.0, None])
+@pytest.mark.parametrize("target", [0.2, 1.0, None])
 def test_feature_rms_scales_training_and_retrieval_features_alike(one_thread, target):
-    """`feature_rms`: one scalar from the training pairs (None: raw features, the default);
+    """`feature_rms`: one scalar from the training pairs (default 0.2; None: raw features);
     training, queries and gallery all see the same scalar."""
+    assert make_model().hparams.feature_rms == 0.2
     import lightning as L
 
     batch = pair_batch(32)
