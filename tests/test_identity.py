@@ -94,7 +94,13 @@ def test_a_result_of_another_config_at_the_default_path_is_moved_not_reused(tmp_
     moved = result_path(
         tmp_path, "sbir", "synthetic", "default", "frozen", 0, variant_name({"eval.spec": "sake"})
     )
-    assert json.loads(moved.read_text()) == record
+    # the same record, now saying which variant it is (the leaderboard groups by it)
+    diff = {"eval.spec": "sake"}
+    assert json.loads(moved.read_text()) == {
+        **record,
+        "variant": variant_name(diff),
+        "config_diff": diff,
+    }
     assert moved.with_name("seed0.extras.json").exists()
     # a file whose config is the defaults (missing keys read as defaults) stays where it is
     same = json.loads(json.dumps(plan.cfg, default=str))

@@ -22,7 +22,7 @@ from zsbench.errors import ZsbenchError
 from zsbench.evaluation import tie_warning
 from zsbench.identity import Identity, config_diff, resolve_identity, variant_name
 from zsbench.registry import DATASETS, METHODS
-from zsbench.results import extras_path, result_path, results_dir
+from zsbench.results import extras_path, result_path, results_dir, write_json_atomic
 from zsbench.runner.cir import cir_chance, run_cir
 from zsbench.runner.common import BenchOutcome, RunPlan, _launched_rank
 from zsbench.runner.sbir import TrainedRun, embed_partition, run_sbir, train_sbir
@@ -156,7 +156,10 @@ def _move_other_config(
     extras = extras_path(path)
     if extras.exists():
         extras.replace(extras_path(target))
-    path.replace(target)
+    # the record says which variant it is, so the leaderboard groups it with its own config;
+    # written at the target first, then the old path removed (a crash leaves both, not none)
+    write_json_atomic(target, {**stored, "variant": own, "config_diff": stored_diff})
+    path.unlink()
     print(f"moved {path} to {target}: it was run with another config (variant {own})")
 
 
