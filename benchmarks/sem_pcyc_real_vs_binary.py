@@ -37,7 +37,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zsbench.evaluation import evaluate_sbir  # noqa: E402
-from zsbench.methods.sem_pcyc import refit_batchnorm  # noqa: E402
 from zsbench.runner import plan_run, train_sbir  # noqa: E402
 
 
@@ -50,36 +49,17 @@ def embeddings(model, loader, generator) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(z), torch.cat(y)
 
 
-def real_bn(generator, features: torch.Tensor, batch_size: int = 128):
-    """A copy of `generator` with its BatchNorm statistics re-estimated on real training
-    features only (what `model.bn_from_real=true` does after training)."""
-    g = copy.deepcopy(generator)
-    refit_batchnorm(g, list(features.split(batch_size)))
-    return g.eval()
-
-
-def training_features(dm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seen-class training sketches and photos (features), from the training loader."""
-    sk, ph = [], []
-    for batch in dm.train_dataloader():
-        if "sketch" in batch:
-            sk.append(batch["sketch"].float())
-            ph.append(batch["photo"].float())
-        else:
-            dom = batch["domain"]
-            sk.append(batch["feature"][dom == 0].float())
-            ph.append(batch["feature"][dom != 0].float())
-    return torch.cat(sk), torch.cat(ph)
-
-
 def variants(model, dm) -> dict[str, tuple]:
     """name -> (query, gallery, similarity) for every scored space."""
     model.eval()
     q, ql = embeddings(model, dm.query_dataloader(), model.gen_sk2se)
     g, gl = embeddings(model, dm.gallery_dataloader(), model.gen_im2se)
-    train_sk, train_ph = training_features(dm)
-    qb, _ = embeddings(model, dm.query_dataloader(), real_bn(model.gen_sk2se, train_sk))
-    gb, _ = embeddings(model, dm.gallery_dataloader(), real_bn(model.gen_im2se, train_ph))
+    # what `model.bn_from_real=true` does after training, on a copy of the trained model
+    refit = copy.deepcopy(model)
+    refit.refit_batchnorm(dm.train_dataloader())
+    refit.eval()
+    qb, _ = embeddings(refit, dm.query_dataloader(), refit.gen_sk2se)
+    gb, _ = embeddings(refit, dm.gallery_dataloader(), refit.gen_im2se)
     mean_q, mean_g = model.itq_mean[0], model.itq_mean[1]
     qc, gc = q - mean_q, g - mean_g
     proj = model.itq_projection
