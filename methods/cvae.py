@@ -32,11 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from zsbench.methods.base import (
-    MethodMetadata,
-    RetrievalMethod,
-    rms_scale,  # noqa: F401 (re-exported)
-)
+from zsbench.methods.base import MethodMetadata, RetrievalMethod, rms_scale
 
 # Keras BatchNormalization defaults (momentum 0.99 of the running mean = 0.01 in torch).
 _BN = {"momentum": 0.01, "eps": 1e-3}

@@ -16,6 +16,7 @@ is checked against the signature it overrides; an unknown key fails with "did yo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from zsbench.config_types import annotations, check_value
+from zsbench.config_types import annotations, check_value, init_chain
 from zsbench.errors import ZsbenchError, did_you_mean
 
 SECTIONS = ("model", "dataset", "trainer", "eval")
@@ -46,6 +47,7 @@ MANAGED_TRAINER_ARGS = (
     "plugins",
     "model_registry",
 )
+RUNNER_OWNERS = {"trainer": "the trainer", "eval": "the evaluator"}  # for error messages
 # `trainer.*` keys that are the runner's, not Lightning's: the dataloaders and augmentation
 RUNNER_ONLY_TRAINER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "augment")
 
@@ -85,6 +87,7 @@ class EvalConfig:
     also_specs: list = dataclasses.field(default_factory=list)
 
 
+@functools.cache
 def lightning_trainer_parameters() -> dict[str, Any]:
     """name -> inspect.Parameter of `lightning.Trainer.__init__`, less the managed ones."""
     import lightning as L
@@ -164,14 +167,9 @@ def init_parameters(cls: Any) -> dict[str, inspect.Parameter]:
     """`cls.__init__`'s parameters; a `**kwargs` passed on to the parent adds the parent's own,
     so a variant declares only what it adds and its defaults stay in one place."""
     params: dict[str, inspect.Parameter] = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        sig = inspect.signature(klass.__init__).parameters
+    for _, sig in init_chain(cls):
         for name, p in sig.items():
             params.setdefault(name, p)
-        if not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
-            break
     return params
 
 
@@ -227,12 +225,7 @@ def resolve_config(
         "trainer": trainer_defaults,
         "eval": dataclasses.asdict(EvalConfig()),
     }
-    owners = {
-        "model": f"method {method!r}",
-        "dataset": f"dataset {dataset!r}",
-        "trainer": "the trainer",
-        "eval": "the evaluator",
-    }
+    owners = {"model": f"method {method!r}", "dataset": f"dataset {dataset!r}", **RUNNER_OWNERS}
     types = {
         "model": annotations(method_cls),
         "dataset": annotations(dataset_cls),
@@ -287,14 +280,13 @@ def check_runner_overrides(overrides: list[str] | tuple[str, ...]) -> None:
         "trainer": dataclasses.asdict(TrainerConfig()),
         "eval": dataclasses.asdict(EvalConfig()),
     }
-    owners = {"trainer": "the trainer", "eval": "the evaluator"}
     for text in overrides:
         if text.split("=", 1)[0] == "preset":
             continue
         section, key, value = parse_override(text)
         if section in types and key in base[section]:  # other trainer keys: Lightning's
             apply_section(
-                dict(base[section]), {key: value}, f"--set {text}", section, owners[section],
+                dict(base[section]), {key: value}, f"--set {text}", section, RUNNER_OWNERS[section],
                 types[section],
             )  # fmt: skip
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import sys
 import typing
 from typing import Any
@@ -45,9 +46,21 @@ def _range_of(key: str) -> tuple | None:
     return None
 
 
+def init_chain(cls: Any):
+    """The classes whose `__init__` a `cls(**kwargs)` call reaches, with their signature
+    parameters: `cls.__init__`, then each parent's while a `**kwargs` passes the rest on."""
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        yield klass, params
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+
+
 def annotations(cls: Any) -> dict[str, Any]:
-    """name -> resolved annotation of a dataclass's fields, or of `cls.__init__`'s parameters
-    through the `**kwargs` chain (as zsbench.config.init_parameters walks it)."""
+    """name -> resolved annotation of a dataclass's fields, or of the `__init__` parameters
+    along `init_chain` (the parameters zsbench.config.init_parameters collects)."""
     return dict(_annotations(cls))
 
 
@@ -55,23 +68,13 @@ def annotations(cls: Any) -> dict[str, Any]:
 def _annotations(cls: Any) -> tuple[tuple[str, Any], ...]:
     found: dict[str, Any] = {}
     if dataclasses.is_dataclass(cls):
-        items = [(f.name, f.type, cls) for f in dataclasses.fields(cls)]
-        for name, ann, owner in items:
-            _resolve_into(found, name, ann, owner)
+        for f in dataclasses.fields(cls):
+            _resolve_into(found, f.name, f.type, cls)
         return tuple(found.items())
-    import inspect
-
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        init = vars(klass)["__init__"]
-        raw = getattr(init, "__annotations__", {}) or {}
-        for name, ann in raw.items():
-            if name != "return" and name not in found:
-                _resolve_into(found, name, ann, klass)
-        params = inspect.signature(init).parameters.values()
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
+    for klass, params in init_chain(cls):
+        for name, p in params.items():
+            if name not in found and p.annotation is not p.empty:
+                _resolve_into(found, name, p.annotation, klass)
     return tuple(found.items())
 
 
@@ -87,7 +90,7 @@ def _resolve_into(found: dict[str, Any], name: str, ann: Any, owner: Any) -> Non
 
 def check_value(key: str, value: Any, annotation: Any, where: str) -> None:
     """Raise ZsbenchError naming the key, the value, what was expected and where it came from."""
-    if annotation is not None and annotation is not Any and annotation is not inspect_empty():
+    if annotation not in (None, Any, inspect.Parameter.empty):
         from pydantic import ValidationError
 
         try:
@@ -114,12 +117,6 @@ def check_value(key: str, value: Any, annotation: Any, where: str) -> None:
         hi = "" if high is None else f"{'<=' if high_incl else '<'} {high}"
         expected = " and ".join(x for x in (lo, hi) if x)
         raise ZsbenchError(f"{where}: {key} must be {expected}, got {value!r}.")
-
-
-def inspect_empty() -> Any:
-    import inspect
-
-    return inspect.Parameter.empty
 
 
 @functools.lru_cache(maxsize=256)
