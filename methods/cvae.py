@@ -29,6 +29,8 @@ shared with the adversarial variant in methods/caae.py.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -160,13 +162,26 @@ class SketchConditionedGenerator(RetrievalMethod):
     def encode_gallery(self, batch: dict) -> Tensor:
         return self.scaled(batch["feature"])
 
-    # seen-class validation: val/mAP of generated (val sketch) vs real (val photo) features
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        # the latent draws come from a forked, fixed-seed RNG: the learning curve is not noisy
-        # in z, and its 100 draws per sketch do not advance the RNG the training draws from
+    @contextlib.contextmanager
+    def fixed_latents(self, seed: int):
+        """A forked RNG seeded with `seed` for the draws of z outside training: what they
+        give depends on the weights only, and they never advance the RNG training draws from."""
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(batch_idx)
+            torch.manual_seed(seed)
+            yield
+
+    def embed(self, loader, side: str):
+        # test-time z from a fixed seed: a saved model scored again (--eval-only) gives the
+        # same number as the run that trained it, whatever randomness training used
+        with self.fixed_latents(0):
+            return super().embed(loader, side)
+
+    # seen-class validation: val/mAP of generated (val sketch) vs real (val photo) features
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # a fixed seed per batch: the learning curve is not noisy in z, and its 100 draws per
+        # sketch do not advance the RNG the training draws from
+        with self.fixed_latents(batch_idx):
             self.collect_validation(batch)
 
     def on_validation_epoch_end(self) -> None:

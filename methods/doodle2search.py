@@ -390,6 +390,21 @@ class Doodle2Search(RetrievalMethod):
                 self.trainer.should_stop = True
             self._bad_epochs += 1
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The early-stopping state travels with a checkpoint, so a resumed run restores the
+        same best epoch and stops when the uninterrupted one would (zsbench.checkpoints)."""
+        checkpoint["doodle2search"] = {
+            "best_map": self._best_map,
+            "bad_epochs": self._bad_epochs,
+            "best_state": self._best_state,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("doodle2search")
+        if state is not None:
+            self._best_map, self._bad_epochs = state["best_map"], state["bad_epochs"]
+            self._best_state = state["best_state"]
+
     def on_train_end(self) -> None:
         if self._best_state is not None:  # the official code reloads the best checkpoint
             self.load_state_dict(self._best_state)

@@ -66,6 +66,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         wandb=args.wandb,
         progress=not args.no_progress,
         tag=args.tag,
+        save_weights=args.save_weights,
+        eval_only=args.eval_only,
+        weights=args.weights,
     )
     if not out.skipped and out.record is None:  # a DDP worker (rank > 0): rank 0 reports
         return 0
@@ -299,6 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="name this config's variant (default: 'default' without overrides, else a hash "
         "of what differs)",
     )
+    p.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="keep the trained weights beside the result (seed<N>.weights.pt) and checkpoint "
+        "every epoch, so a rerun of an interrupted run resumes "
+        "(= trainer.enable_checkpointing=true)",
+    )
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="score saved weights without training (those of this result, or --weights PATH)",
+    )
+    p.add_argument("--weights", default=None, help="with --eval-only: a seed<N>.weights.pt file")
     p.add_argument(
         "--print-config",
         action="store_true",

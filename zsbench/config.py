@@ -49,7 +49,14 @@ MANAGED_TRAINER_ARGS = (
 )
 RUNNER_OWNERS = {"trainer": "the trainer", "eval": "the evaluator"}  # for error messages
 # `trainer.*` keys that are the runner's, not Lightning's: the dataloaders and augmentation
-RUNNER_ONLY_TRAINER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "augment")
+# (and `enable_checkpointing`: the runner's checkpoints and weights files, zsbench.checkpoints)
+RUNNER_ONLY_TRAINER_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "augment",
+    "enable_checkpointing",
+)
 
 
 @dataclasses.dataclass
@@ -73,6 +80,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     fast_dev_run: bool = False
     augment: bool = True  # training-image augmentation (methods that train on images)
+    # keep the trained weights beside the result and a checkpoint every epoch that a rerun of
+    # an interrupted run resumes from (zsbench.checkpoints; `bench --save-weights`)
+    enable_checkpointing: bool = False
 
 
 @dataclasses.dataclass

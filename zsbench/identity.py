@@ -8,7 +8,8 @@ resolved config compared with the one no override produces (signature defaults +
     <tag>          a name the user chose with --tag (the differing keys are still recorded)
 
 Keys that say where or how fast a run computes, not what, are not part of the identity (the
-data root, loader workers, evaluation batch and chunk sizes, logging interval, devices), nor the
+data root, loader workers, evaluation batch and chunk sizes, logging interval, devices, whether
+the weights are kept), nor the
 dataset keys a datamodule declares as choosing the split (`split_keys`): the split name in the
 result path already says which split it is.
 """
@@ -35,6 +36,7 @@ NOT_IDENTITY = frozenset(
         "trainer.devices",
         "trainer.num_nodes",
         "trainer.strategy",
+        "trainer.enable_checkpointing",  # whether weights are kept, not what was trained
         "eval.chunk_size",
         "eval.also_specs",  # each extra spec's result is its own variant (runner.sbir)
     }

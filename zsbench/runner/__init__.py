@@ -53,14 +53,31 @@ def bench(
     wandb: bool = False,
     progress: bool = True,
     tag: str | None = None,
+    save_weights: bool = False,
+    eval_only: bool = False,
+    weights: str | Path | None = None,
 ) -> BenchOutcome:
     """Run `method` on `dataset` with `seed`; see the module docstring. `tag` names the
-    variant instead of the hash of its config differences (zsbench.identity)."""
+    variant instead of the hash of its config differences (zsbench.identity). `save_weights`
+    (= trainer.enable_checkpointing=true) keeps the trained weights and an every-epoch
+    checkpoint that a rerun resumes from; `eval_only` scores saved weights (`weights`, default
+    the result's own `seed<N>.weights.pt`) without training (zsbench.checkpoints)."""
     if seed is None or int(seed) < 0:
         raise ZsbenchError(f"seed must be a non-negative integer, got {seed!r}.")
+    if weights is not None and not eval_only:
+        raise ZsbenchError("--weights names the weights --eval-only scores; add --eval-only.")
     seed = int(seed)
     t_start = time.perf_counter()
+    if save_weights:
+        overrides = [*overrides, "trainer.enable_checkpointing=true"]
     plan = plan_run(method, dataset, seed, overrides, results, tag=tag, overwrite=overwrite)
+    if eval_only:
+        if not plan.meta.trains:
+            raise ZsbenchError(
+                f"{method} does not train: there are no weights to load; run it without "
+                f"--eval-only."
+            )
+        plan.eval_only, plan.weights = True, Path(weights) if weights else None
     if _launched_rank() != 0:  # a DDP worker process Lightning started: rank 0 holds the lock
         return _run(plan, method, dataset, seed, wandb, progress, t_start)
     # one run per result at a time: a second process (another sweep worker, a restarted sweep
@@ -107,7 +124,8 @@ def plan_run(
     if path.exists():
         _move_other_config(path, ident, cell, tagged=tag is not None, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return RunPlan(meta, method_cls, cfg, dm, path, root, ident.variant, ident.diff, ident)
+    return RunPlan(meta, method_cls, cfg, dm, path, root, ident.variant, ident.diff, ident,
+                   overwrite=overwrite)  # fmt: skip
 
 
 def _check_specs(cfg: dict) -> None:
@@ -153,9 +171,11 @@ def _move_other_config(
             f"move one of them away by hand."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    extras = extras_path(path)
-    if extras.exists():
-        extras.replace(extras_path(target))
+    from zsbench.checkpoints import weights_path
+
+    for companion in (extras_path, weights_path):  # a result's files travel with it
+        if companion(path).exists():
+            companion(path).replace(companion(target))
     # the record says which variant it is, so the leaderboard groups it with its own config;
     # written at the target first, then the old path removed (a crash leaves both, not none)
     write_json_atomic(target, {**stored, "variant": own, "config_diff": stored_diff})

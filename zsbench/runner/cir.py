@@ -16,8 +16,8 @@ from zsbench.runner.common import (
     _loggers,
     _prepare_run,
     _seeded_model,
-    _trainer,
     build_record,
+    fit_method,
     publish,
     wandb_requested,
 )
@@ -130,13 +130,15 @@ def run_cir(
     loggers = _loggers(root, plan.run_name(dataset, method), seed, cfg, wandb_requested(wandb))
     timings: dict[str, float | bool] = {}
     t0 = time.perf_counter()
-    train_items = None
-    if meta.trains:
+    train_items, fit_fields = None, {}
+    if meta.trains and plan.eval_only:
+        fit_fields = fit_method(plan, model, method, loggers, progress)
+    elif meta.trains:
         if hasattr(model, "prepare_from_datamodule"):  # e.g. RTD: stage 1 trains its base's phi
             model.prepare_from_datamodule(dm)
         train = cir_train_loader(dm, model)
         train_items = len(train.dataset)
-        _trainer(tcfg, loggers, progress).fit(model, train_dataloaders=train)
+        fit_fields = fit_method(plan, model, method, loggers, progress, train_dataloaders=train)
     timings["train_s"] = time.perf_counter() - t0
     rank, world = _distributed()
     if rank != 0:  # DDP: rank 0 embeds and scores everything (CIR sets are small)
@@ -192,6 +194,7 @@ def run_cir(
         n_train_items=train_items,
         side_information=None,
         leakage=None,
+        **fit_fields,
     )
     write_json_atomic(extras_path(path), {"examples": extras})
     return publish(path, record, loggers, root)

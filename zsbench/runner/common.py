@@ -41,6 +41,9 @@ class RunPlan:
     variant: str = "default"  # zsbench.identity: which config of the cell this is
     config_diff: dict = dataclasses.field(default_factory=dict)
     identity: object = None  # zsbench.identity.Identity (None in hand-made plans)
+    overwrite: bool = False  # --overwrite: train again, never resume an old checkpoint
+    eval_only: bool = False  # --eval-only: load saved weights (zsbench.checkpoints), no fit
+    weights: Path | None = None  # --weights: that file instead of the result's own
 
     def run_name(self, dataset: str, method: str) -> str:
         """The log and W&B name: the result's path parts."""
@@ -97,21 +100,71 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def _trainer(tcfg: dict, loggers: list, progress: bool) -> L.Trainer:
+def _trainer(
+    tcfg: dict,
+    loggers: list,
+    progress: bool,
+    checkpoint_for: Path | None = None,
+    resuming: bool = False,
+    cfg: dict | None = None,
+) -> L.Trainer:
+    """`checkpoint_for`: the result path whose `seed<N>.ckpt/` gets a checkpoint every epoch
+    (zsbench.checkpoints); `resuming`: no sanity-check validation (it would draw from the
+    RNGs the checkpoint restored)."""
     bar, callbacks = lightning_progress(progress)  # a bar on a TTY, whole lines in a log
     # Lightning hints at `srun` whenever Slurm is installed; inside a Slurm job it is not shown,
     # and outside one the hint is noise (multi-node runs: README, "More than one machine")
     warnings.filterwarnings("ignore", message="The `srun` command is available")
     quiet_lightning()
     passed = {k: v for k, v in tcfg.items() if k not in RUNNER_ONLY_TRAINER_KEYS}
+    if checkpoint_for is not None:
+        from zsbench.checkpoints import RngState, model_checkpoint
+
+        callbacks = [*callbacks, model_checkpoint(checkpoint_for), RngState(cfg)]
+    if resuming:
+        passed["num_sanity_val_steps"] = 0
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not")
     return L.Trainer(
-        **passed,  # every trainer.* key but the dataloaders' (zsbench.config.trainer_section)
+        **passed,  # every trainer.* key but the runner's (zsbench.config.trainer_section)
         logger=loggers,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpoint_for is not None,
         enable_progress_bar=bar,
         callbacks=callbacks,
         enable_model_summary=False,
     )
+
+
+def fit_method(plan: RunPlan, model, method: str, loggers: list, progress: bool, **fit_kwargs):
+    """Train `model` on the plan's data (`fit_kwargs` go to `Trainer.fit`), resuming from the
+    checkpoint an interrupted run of the same result left; or, with --eval-only, load the saved
+    weights instead. Returns the result record's fields about weights and resumption."""
+    from zsbench import checkpoints as ck
+
+    tcfg = plan.cfg["trainer"]
+    if plan.eval_only:
+        path = Path(plan.weights) if plan.weights else ck.weights_path(plan.path)
+        blob = ck.read_weights(path, method)
+        ck.load_weights(model, blob, path, plan.cfg["model"])
+        print(f"--eval-only: scoring the weights in {path} ({blob['epochs']} epochs), no training")
+        return {"weights": {"loaded_from": str(path), "epochs": blob["epochs"]}, "eval_only": True}
+    keep = bool(tcfg.get("enable_checkpointing"))
+    last = ck.resume_point(plan.path) if keep and not plan.overwrite else None
+    done = ck.checkpoint_epochs(last, plan.cfg) if last else None
+    if done is None:
+        last = None
+    else:
+        print(f"resuming from {last}: {done} epoch(s) done before the run was interrupted")
+    trainer = _trainer(tcfg, loggers, progress, plan.path if keep else None, last is not None,
+                       plan.cfg)  # fmt: skip
+    # the checkpoint is this run's own (RNG states are numpy/Python objects): not weights-only
+    trainer.fit(model, ckpt_path=str(last) if last else None, weights_only=False, **fit_kwargs)
+    fields: dict = {"resumed_from_epoch": done if last else None}
+    if keep and trainer.global_rank == 0:
+        epochs = int(trainer.current_epoch)
+        info = ck.save_weights(model, ck.weights_path(plan.path), method, plan.cfg, plan.variant,
+                               epochs)  # fmt: skip
+        fields["weights"] = info
+    return fields
 
 
 def _launched_rank() -> int:
@@ -160,6 +213,9 @@ def publish(path: Path, record: dict, loggers: list, root: Path) -> BenchOutcome
     """Write the result (after its extras), send the final metrics to W&B next to the training
     curves, rebuild the leaderboard."""
     write_json_atomic(path, record)
+    _drop_resume_checkpoint(path)
+    if record.get("weights") is None:
+        _set_aside_old_weights(path)
     metrics = {f"test/{k}": v for k, v in record["metrics"].items()}
     for logger in loggers[1:]:
         logger.log_metrics(metrics)
@@ -167,6 +223,30 @@ def publish(path: Path, record: dict, loggers: list, root: Path) -> BenchOutcome
         logger.experiment.finish()
     update_leaderboard(root)
     return BenchOutcome(path, skipped=False, record=record)
+
+
+def _drop_resume_checkpoint(path: Path) -> None:
+    """The result is out: the interrupted-run checkpoint has served (the weights stay)."""
+    import shutil
+
+    from zsbench.checkpoints import checkpoint_dir
+
+    folder = checkpoint_dir(path)
+    if folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _set_aside_old_weights(path: Path) -> None:
+    """A result rewritten without keeping weights (--overwrite) leaves the old run's weights
+    beside it under another name, so they are never read as this result's."""
+    from zsbench.checkpoints import weights_path
+
+    old = weights_path(path)
+    if old.exists():
+        stamp = dt.datetime.fromtimestamp(old.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        aside = old.with_name(f"{old.stem}.replaced-{stamp}.pt")
+        old.replace(aside)
+        print(f"{old} belonged to the result this run replaced: moved to {aside}")
 
 
 def build_record(

@@ -26,8 +26,8 @@ from zsbench.runner.common import (
     _loggers,
     _prepare_run,
     _seeded_model,
-    _trainer,
     build_record,
+    fit_method,
     publish,
     wandb_requested,
 )
@@ -97,6 +97,7 @@ class TrainedRun:
     backbone: dict | None
     side_info: dict | None
     loggers: list
+    fit_fields: dict = dataclasses.field(default_factory=dict)  # weights, resumption
 
 
 def train_sbir(
@@ -134,13 +135,14 @@ def train_sbir(
 
     loggers = _loggers(root, plan.run_name(dataset, method), seed, cfg, wandb_requested(wandb))
     t0 = time.perf_counter()
+    fit_fields: dict = {}
     if meta.trains:
-        trainer = _trainer(tcfg, loggers, progress)
-        val = dm.val_dataloader() if len(dm.partitions["val"]) else None
-        train = train_loader(dm, model, cfg["model"])
-        trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
+        val = dm.val_dataloader() if len(dm.partitions["val"]) and not plan.eval_only else None
+        train = None if plan.eval_only else train_loader(dm, model, cfg["model"])
+        fit_fields = fit_method(plan, model, method, loggers, progress,
+                                train_dataloaders=train, val_dataloaders=val)  # fmt: skip
     timings["train_s"] = time.perf_counter() - t0
-    return TrainedRun(model, device, timings, backbone, side_info, loggers)
+    return TrainedRun(model, device, timings, backbone, side_info, loggers, fit_fields)
 
 
 def run_sbir(
@@ -193,6 +195,7 @@ def run_sbir(
         side_information=side_info,
         leakage=imagenet_overlap(dm.unseen_photo_wnids(), (backbone or {}).get("pretrained_on")),
         world_size=world,
+        **run.fit_fields,
     )
     # artefacts for `zsbench report`, written before the result so a result's extras exist
     q_items = [dm.items[i] for i in dm.partitions["query"]]
