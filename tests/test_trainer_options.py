@@ -89,3 +89,14 @@ def test_a_run_prints_no_lightning_advert_or_leafspec_deprecation(capsys, caplog
         log.info("GPU available: False, used: False")
     assert "GPU available" in caplog.text and "Tip" not in caplog.text
     assert "litlogger" not in capsys.readouterr().err
+
+
+def test_a_full_fraction_means_all_batches_without_lightnings_info_line(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        trainer, _ = trainer_for("trainer.limit_train_batches=1.0", "trainer.limit_val_batches=0.5")
+    assert trainer.limit_train_batches == 1.0 and trainer.limit_val_batches == 0.5
+    assert "100% of the batches" not in caplog.text
+    trainer, _ = trainer_for("trainer.limit_train_batches=1")  # an int 1 is one batch, kept
+    assert trainer.limit_train_batches == 1

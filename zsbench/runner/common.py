@@ -100,6 +100,16 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
+# Trainer arguments whose None means "all of it" and whose explicit 1.0 only adds a line saying so
+_FRACTION_KEYS = (
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "val_check_interval",
+)
+
+
 def _trainer(
     tcfg: dict,
     loggers: list,
@@ -117,6 +127,9 @@ def _trainer(
     warnings.filterwarnings("ignore", message="The `srun` command is available")
     quiet_lightning()
     passed = {k: v for k, v in tcfg.items() if k not in RUNNER_ONLY_TRAINER_KEYS}
+    for key in _FRACTION_KEYS:  # 1.0 is what Lightning does when unset, minus its info line
+        if isinstance(passed.get(key), float) and passed[key] == 1.0:
+            passed[key] = None
     if checkpoint_for is not None:
         from zsbench.checkpoints import RngState, model_checkpoint
 
