@@ -231,3 +231,25 @@ def test_also_specs_write_each_spec_as_its_own_variant_from_one_run(tmp_path, ti
     assert fresh.record["variant"] == records["sake"]["variant"]
     with pytest.raises(ZsbenchError, match="metric spec"):
         plan_run("frozen", "synthetic", 0, ["eval.also_specs=[nosuch]"], tmp_path)
+
+
+def test_an_also_specs_result_of_older_defaults_is_moved_not_kept(tmp_path, tiny):
+    """A spec result already at the sibling's path that was run with another config (here:
+    a stored model default that has changed since) is another experiment: eval.also_specs
+    moves it to its own variant and writes this run's, instead of keeping the old number."""
+    import json
+
+    overrides = [*tiny, "eval.also_specs=[sake]"]
+    bench("frozen", "synthetic", overrides=overrides, results=tmp_path, progress=False)
+    sake = next(r for r in load_results(tmp_path) if r["spec"]["name"] == "sake")
+    path = next(p for p in tmp_path.rglob("seed0.json") if json.loads(p.read_text()) == sake)
+    main = next(p for p in tmp_path.rglob("seed0.json") if p != path)
+    stale = json.loads(path.read_text())
+    stale["config"]["dataset"]["val_fraction"] = 0.25  # as if run under older defaults
+    stale["metrics"] = {k: -1.0 for k in stale["metrics"]}
+    path.write_text(json.dumps(stale))
+    main.unlink()  # so the main run is planned again
+    bench("frozen", "synthetic", overrides=overrides, results=tmp_path, progress=False)
+    assert json.loads(path.read_text())["metrics"] == sake["metrics"]  # this run's, fresh
+    moved = [r for r in load_results(tmp_path) if r["metrics"].get("mAP@all") == -1.0]
+    assert len(moved) == 1 and moved[0]["variant"] not in (sake["variant"], "default")

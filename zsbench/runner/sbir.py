@@ -228,6 +228,7 @@ def _publish_respecified(plan: RunPlan, record: dict, spec: str, embeddings, mod
 
     from zsbench.identity import respecified
     from zsbench.results import result_path
+    from zsbench.runner import _move_other_config
 
     ident = respecified(plan.identity, spec)
     r = record
@@ -235,6 +236,9 @@ def _publish_respecified(plan: RunPlan, record: dict, spec: str, embeddings, mod
                        ident.variant)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.with_name(f".{path.name}.lock"))):
+        if path.exists():  # a sibling of older defaults is another experiment: moved aside
+            cell = (plan.root, r["task"], r["dataset"], r["split"], r["method"], r["seed"])
+            _move_other_config(path, ident, cell, tagged=False, overwrite=False)
         if path.exists():
             print(f"eval.also_specs: {path} exists, kept")
             return
