@@ -2,7 +2,9 @@
 
 Paper: Baldrati, Agnolucci, Bertini, Del Bimbo, "Zero-Shot Composed Image Retrieval with Textual
 Inversion", ICCV 2023. Official code: miccunifi/SEARLE (`src/phi.py`, `src/oti_inversion.py`,
-`src/train_phi.py`, `src/utils.py`); the defaults below are its argparse defaults.
+`src/train_phi.py`, `src/utils.py`); the defaults below are its argparse defaults at commit
+a9c314b (train_phi.py:340,346 and README: GPT loss weight 0.75 over the top 150 concepts;
+oti_inversion.py:277: top 15 concepts for OTI).
 
 CLIP stays frozen. SEARLE learns phi, an MLP from a CLIP image embedding to one token embedding
 of the text encoder (the pseudo-word $), in two stages:
@@ -13,7 +15,8 @@ of the text encoder (the pseudo-word $), in two stages:
    (GPT phrase loss, weight 0.5; the two losses are averaged with weights 1 and 0.5);
 2. phi distillation: phi(image) is pulled towards the image's OTI token by a contrastive loss
    (PALAVRA's NT-Xent, temperature 0.25, weight 1) plus the same GPT-phrase regulariser on
-   phi's token (weight 0.25); AdamW lr 1e-4, wd 0.01, batch 256, 100 epochs, phi dropout 0.5.
+   phi's token (weight 0.75, a concept drawn from the image's top 150); AdamW lr 1e-4, wd
+   0.01, batch 256, 100 epochs, phi dropout 0.5.
 Query: "a photo of $ that {modification}" with $ = phi(reference image embedding), through the
 frozen text encoder; gallery: CLIP image embeddings; cosine similarity.
 
@@ -170,7 +173,8 @@ def cosine_embedding_loss(x: Tensor, y: Tensor) -> Tensor:
 
 
 def load_concepts(concepts: list[str] | str) -> list[str]:
-    """A concept vocabulary: a list, or a text file with one concept per line."""
+    """A concept vocabulary: a list, or a text file with one concept per line. Stripped, case
+    kept (official: `str(w).strip()`), so the concepts match the keys of a phrases file."""
     if isinstance(concepts, str):
         path = Path(concepts)
         if not path.is_file():
@@ -179,7 +183,7 @@ def load_concepts(concepts: list[str] | str) -> list[str]:
                 "(official: the Open Images V7 class names) or a YAML list."
             )
         concepts = path.read_text(encoding="utf-8").splitlines()
-    words = list(dict.fromkeys(c.strip().lower() for c in concepts if c and c.strip()))
+    words = list(dict.fromkeys(c.strip() for c in concepts if c and c.strip()))
     if not words:
         raise ZsbenchError("searle: the concept vocabulary is empty.")
     return words
@@ -226,7 +230,8 @@ class Searle(PseudoWordMethod):
             "model.concepts (official: Open Images V7 names, k 15); synthetic-cir uses its "
             "attribute words.",
             "CPU defaults on synthetic-cir: tiny CLIP, 20 OTI steps, top-3 concepts, lr 1e-3, "
-            "3 epochs; preset=paper restores 350 OTI steps, top-15, lr 1e-4, batch 256, 100 "
+            "3 epochs; preset=paper restores 350 OTI steps, top-15 (OTI) and top-150 (phi) "
+            "concepts, lr 1e-4, batch 256, 100 "
             "epochs. Images are resized (official: target-pad 1.25).",
         ),
     )
@@ -240,6 +245,7 @@ class Searle(PseudoWordMethod):
         concepts: list[str] | str | None = None,
         phrases: str | None = None,
         top_k: int = 15,
+        phi_top_k: int = 150,
         oti_steps: int = 350,
         oti_lr: float = 2e-2,
         oti_weight_decay: float = 0.01,
@@ -248,7 +254,7 @@ class Searle(PseudoWordMethod):
         ema_decay: float = 0.99,
         phi_dropout: float = 0.5,
         lambda_distil: float = 1.0,
-        lambda_gpt: float = 0.25,
+        lambda_gpt: float = 0.75,
         temperature: float = 0.25,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
@@ -260,8 +266,11 @@ class Searle(PseudoWordMethod):
                 "searle needs a concept vocabulary: --set model.concepts=FILE (one concept per "
                 "line; official: Open Images V7 class names) or a list in the method YAML."
             )
-        if top_k < 1 or oti_steps < 0:
-            raise ZsbenchError(f"searle: top_k ({top_k}) >= 1 and oti_steps ({oti_steps}) >= 0.")
+        if top_k < 1 or phi_top_k < 1 or oti_steps < 0:
+            raise ZsbenchError(
+                f"searle: top_k ({top_k}) and phi_top_k ({phi_top_k}) >= 1, oti_steps "
+                f"({oti_steps}) >= 0."
+            )
         self.setup_clip(clip)
         self.phi = self.make_phi(phi_dropout)
         self.concepts = load_concepts(concepts)
@@ -273,7 +282,7 @@ class Searle(PseudoWordMethod):
 
     # ------------------------------------------------------------------ concepts and phrases
     @torch.no_grad()
-    def top_concepts(self, features: Tensor) -> list[list[str]]:
+    def top_concepts(self, features: Tensor, k: int) -> list[list[str]]:
         """Each image's top-k concepts by cosine to the concepts' template-ensembled texts."""
         if self._concept_text is None or self._concept_text.device != features.device:
             rows = []
@@ -283,7 +292,7 @@ class Searle(PseudoWordMethod):
                 )
                 rows.append(F.normalize(F.normalize(t.float(), dim=-1).mean(0), dim=0))
             self._concept_text = torch.stack(rows).to(features.device)
-        k = min(self.hparams.top_k, len(self.concepts))
+        k = min(k, len(self.concepts))
         sims = F.normalize(features.float(), dim=-1) @ self._concept_text.T
         return [[self.concepts[j] for j in row] for row in sims.topk(k, dim=1).indices.tolist()]
 
@@ -343,11 +352,13 @@ class Searle(PseudoWordMethod):
         h = self.hparams
         with torch.no_grad():
             features = self.image_features(batch["image"]).float()
-        concepts = self.top_concepts(features)
-        targets = self.oti_targets(features, batch["index"], concepts)
+        # one ranking serves both: OTI regularises with the top `top_k` concepts (official 15),
+        # phi with the top `phi_top_k` (official 150)
+        ranked = self.top_concepts(features, max(h.top_k, h.phi_top_k))
+        targets = self.oti_targets(features, batch["index"], [c[: h.top_k] for c in ranked])
         estimated = self.pseudo_tokens(features)
         distil = nt_xent_loss(targets, estimated, h.temperature)
-        gpt = self.gpt_loss(estimated, concepts)
+        gpt = self.gpt_loss(estimated, [c[: h.phi_top_k] for c in ranked])
         loss = h.lambda_distil * distil + h.lambda_gpt * gpt
         n = len(features)
         self.log("train/loss", loss, batch_size=n)

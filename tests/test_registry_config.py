@@ -140,3 +140,33 @@ def test_presets_apply_after_the_method_yaml_and_before_overrides(tmp_path, monk
     assert cfg["trainer"]["batch_size"] == 9  # --set wins over the preset
     with pytest.raises(ZsbenchError, match="Did you mean: paper"):
         resolve_config(*args, ["preset=papr"], DATA_PROVIDED)
+
+
+@pytest.mark.parametrize(
+    ("method", "steps"),
+    [("lincir", 20000), ("lincir+rtd", 2000), ("searle+rtd", 2000), ("pic2word+rtd", 2000)],
+)
+def test_step_count_recipes_train_by_steps(method, steps):
+    """LinCIR's README trains 20,000 steps, RTD's run.sh 2,000: the paper presets end on
+    trainer.max_steps (epochs unbounded, the loader cycles), not on one capped epoch."""
+    import zsbench.methods.rtd  # noqa: F401  (registers the +rtd variants)
+    from zsbench.config import DATA_PROVIDED, resolve_config
+    from zsbench.registry import DATASETS, METHODS
+
+    cfg = resolve_config(METHODS.get(method), DATASETS.get("synthetic-cir"), method,
+                         "synthetic-cir", ["preset=paper"], DATA_PROVIDED)  # fmt: skip
+    t = cfg["trainer"]
+    assert (t["max_steps"], t["max_epochs"], t["limit_train_batches"]) == (steps, None, 1.0)
+
+
+def test_training_by_steps_needs_a_step_count():
+    from zsbench.config import DATA_PROVIDED, resolve_config
+    from zsbench.registry import DATASETS, METHODS
+
+    args = (METHODS.get("supervised"), DATASETS.get("synthetic"), "supervised", "synthetic")
+    with pytest.raises(ZsbenchError, match="max_steps is not set"):
+        resolve_config(*args, ["trainer.max_epochs=null"], DATA_PROVIDED)
+    with pytest.raises(ZsbenchError, match="max_steps must be >= 1"):
+        resolve_config(*args, ["trainer.max_steps=0"], DATA_PROVIDED)
+    cfg = resolve_config(*args, ["trainer.max_epochs=null", "trainer.max_steps=5"], DATA_PROVIDED)
+    assert cfg["trainer"]["max_epochs"] is None

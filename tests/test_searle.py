@@ -44,9 +44,55 @@ def test_phrases_keep_only_those_naming_the_concept(tmp_path):
         Searle(clip="tiny")
 
 
+def test_official_phrase_files_keep_their_case(tmp_path):
+    """OIDv7 concepts are capitalised ("Coffee cup") and so are the GPT phrase files' keys:
+    the concepts keep their case (official: stripped only), so the two match."""
+    from zsbench.methods.searle import load_concepts
+
+    path = tmp_path / "phrases.json"
+    path.write_text(json.dumps({"Coffee cup": ["a Coffee cup on a desk"], "Dog": ["a Dog"]}))
+    concepts = load_concepts([" Coffee cup ", "Dog", "Dog"])
+    assert concepts == ["Coffee cup", "Dog"]
+    assert load_phrases(concepts, str(path)) == {
+        "Coffee cup": ["a Coffee cup on a desk"],
+        "Dog": ["a Dog"],
+    }
+
+
+def test_defaults_are_the_official_train_phi_values():
+    """miccunifi/SEARLE a9c314b: train_phi.py --lambda-gpt 0.75, --top-k-concepts 150;
+    oti_inversion.py --top-k 15, --lambda_gpt 0.5."""
+    from zsbench.config import signature_defaults
+
+    d = signature_defaults(Searle)
+    official = (0.75, 150, 15, 0.5)
+    assert (d["lambda_gpt"], d["phi_top_k"], d["top_k"], d["oti_lambda_gpt"]) == official
+
+
+def test_phi_regularises_with_its_own_wider_concept_pool(monkeypatch):
+    """OTI draws its phrase concept from the top `top_k`, phi's GPT loss from the top
+    `phi_top_k`: with phi_top_k = all concepts, phi's draws reach beyond OTI's top 2."""
+    seen: list[list[list[str]]] = []
+    real = Searle.gpt_loss
+
+    def spy(self, tokens, concepts):
+        seen.append(concepts)
+        return real(self, tokens, concepts)
+
+    monkeypatch.setattr(Searle, "gpt_loss", spy)
+    torch.manual_seed(0)
+    model = Searle(clip="tiny", concepts=CONCEPTS, top_k=2, phi_top_k=len(CONCEPTS), oti_steps=1)
+    batch = {"image": torch.randn(3, 3, 64, 64), "index": torch.tensor([1, 2, 3])}
+    model.training_step(batch, 0)
+    oti_pool, phi_pool = seen[0], seen[-1]
+    assert all(len(c) == 2 for c in oti_pool)
+    assert all(len(c) == len(CONCEPTS) for c in phi_pool)
+    assert [c[:2] for c in phi_pool] == oti_pool  # one ranking, two depths
+
+
 def test_oti_lowers_its_loss_and_is_cached(model):
     feats = model.image_features(torch.randn(3, 3, 64, 64)).float()
-    concepts = model.top_concepts(feats)
+    concepts = model.top_concepts(feats, model.hparams.top_k)
     assert all(len(c) == 2 and set(c) <= set(CONCEPTS) for c in concepts)
     torch.manual_seed(1)
     random_tok = torch.randn(3, model.clip.text_model.config.hidden_size) * 0.02

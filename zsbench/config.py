@@ -66,7 +66,7 @@ class TrainerConfig:
     argument (`max_steps`, `accumulate_grad_batches`, `val_check_interval`, ...) with
     Lightning's own default (`trainer_section`), and all of them reach the Trainer."""
 
-    max_epochs: int = 10
+    max_epochs: int | None = 10  # null: until trainer.max_steps (a step-count recipe)
     batch_size: int = 64
     eval_batch_size: int = 256
     num_workers: int = 0
@@ -278,7 +278,21 @@ def resolve_config(
         apply_section(
             cfg[section], {key: value}, f"--set {text}", section, owners[section], types[section]
         )
+    _check_training_length(cfg["trainer"])
     return cfg
+
+
+def _check_training_length(tcfg: dict) -> None:
+    """A run ends by epochs, by steps, or both (whichever comes first); a step-count recipe
+    (LinCIR's 20,000, RTD's 2,000) sets max_steps with max_epochs null."""
+    steps = tcfg.get("max_steps")
+    if tcfg.get("max_epochs") is None and (steps is None or steps < 1):
+        raise ZsbenchError(
+            "trainer.max_epochs is null (train by steps) but trainer.max_steps is not set: give "
+            "trainer.max_steps=N, or trainer.max_epochs=N."
+        )
+    if steps is not None and steps != -1 and steps < 1:
+        raise ZsbenchError(f"trainer.max_steps must be >= 1 (or -1: no step limit), got {steps}.")
 
 
 def check_runner_overrides(overrides: list[str] | tuple[str, ...]) -> None:
