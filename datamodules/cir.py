@@ -49,6 +49,9 @@ from zsbench.metrics.cir import CIRLabels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 TRIPLET_KEYS = ("reference_caption", "modification", "target_caption")
+# other names the released triplet files use for a key: RTD's official LLM_triplets.json
+# (CompoDiff's, read by RTD's loader.py) calls the modification "conditioning_caption"
+TRIPLET_ALIASES = {"conditioning_caption": "modification"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,7 +368,8 @@ def read_captions(path: str | Path) -> list[str]:
 
 
 def read_triplets(path: str | Path) -> list[dict]:
-    """Text triplets from a .json list or a .jsonl file of records with TRIPLET_KEYS."""
+    """Text triplets from a .json list or a .jsonl file of records with TRIPLET_KEYS (or
+    their TRIPLET_ALIASES, as the official files ship)."""
     p, text = _read_file(path, "train_triplets")
     try:
         if p.suffix == ".jsonl":
@@ -378,8 +382,13 @@ def read_triplets(path: str | Path) -> list[dict]:
         raise ZsbenchError(f"{p} must hold a non-empty list of triplet records.")
     out = []
     for i, r in enumerate(data):
+        if isinstance(r, dict):
+            r = {**{TRIPLET_ALIASES.get(k, k): v for k, v in r.items()}, **r}
         if not isinstance(r, dict) or any(not isinstance(r.get(k), str) for k in TRIPLET_KEYS):
-            raise ZsbenchError(f"{p}: record {i} needs string fields {', '.join(TRIPLET_KEYS)}.")
+            raise ZsbenchError(
+                f"{p}: record {i} needs string fields {', '.join(TRIPLET_KEYS)} (or "
+                f"{', '.join(f'{a} for {k}' for a, k in TRIPLET_ALIASES.items())})."
+            )
         out.append({k: r[k] for k in TRIPLET_KEYS})
     return out
 

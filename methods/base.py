@@ -195,6 +195,19 @@ class CIRMethod(RetrievalMethod):
         if problems:
             raise ZsbenchError(f"{cls.__name__}.metadata: {'; '.join(problems)}.")
 
+    # set by `load_released_phi`: the run scores these released weights instead of training
+    loaded_checkpoint: str | None = None
+
+    def load_released_phi(self, path: str | None, containers: tuple[str, ...]) -> None:
+        """`model.checkpoint=PATH`: the authors' released phi (keys under one of `containers`,
+        "module." stripped) loaded and frozen; the runner then skips training."""
+        if not path:
+            return
+        from zsbench.checkpoints import load_official
+
+        load_official(self.phi, path, containers, "phi")
+        self.loaded_checkpoint = str(path)
+
     def setup_clip(self, name: str) -> None:
         """Load the frozen CLIP `name` (zsbench.clip.load_clip) and its tokenizer."""
         from zsbench.clip import load_clip

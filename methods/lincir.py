@@ -182,6 +182,7 @@ class Lincir(PseudoWordMethod):
         l2_normalize: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
+        checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -189,6 +190,7 @@ class Lincir(PseudoWordMethod):
             raise ZsbenchError(f"lincir: noise_scale must be >= 0 (paper: 1.0), got {noise_scale}.")
         self.setup_clip(clip)
         self.phi = self.make_phi(phi_dropout)
+        self.load_released_phi(checkpoint, ("Phi",))  # official save_phi: {"Phi": state}
         self.normalize_phi_input = l2_normalize
         self._rng = random.Random(torch.initial_seed())
 

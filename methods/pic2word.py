@@ -98,6 +98,7 @@ class Pic2Word(CIRMethod):
         prompt: str = CIR_PROMPT,
         train_prompt: str = "a photo of $",
         placeholder: str = "$",
+        checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -109,6 +110,9 @@ class Pic2Word(CIRMethod):
             n_layers,
             dropout,
         )
+        # the released IM2TEXT (official main.py saves {"state_dict_img2text": ...} of the
+        # DDP-wrapped module, so keys start with "module."; same layer names as Phi here)
+        self.load_released_phi(checkpoint, ("state_dict_img2text",))
 
     def pseudo_tokens(self, images: Tensor) -> Tensor:
         """phi of the (unnormalised, as in the official code) CLIP image features."""

@@ -67,33 +67,12 @@ def refined_batch(
 
 
 def load_phi_checkpoint(phi: nn.Module, path: str | Path) -> None:
-    """Load phi's weights from an official checkpoint ({"Phi": state_dict}, as SEARLE, LinCIR
-    and RTD save), a Lightning checkpoint of a zsbench run ("phi." keys under "state_dict"),
-    or a bare state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise ZsbenchError(
-            f"phi_checkpoint {str(path)!r} does not exist. Give a file saved by the official "
-            "code ({'Phi': state_dict}) or a Lightning checkpoint of the base method's run."
-        )
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and isinstance(obj.get("Phi"), dict):
-        state = obj["Phi"]
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        state = {
-            k.split("phi.", 1)[1]: v
-            for k, v in obj["state_dict"].items()
-            if k.startswith(("phi.", "base.phi."))
-        }
-    else:
-        state = obj
-    try:
-        phi.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        raise ZsbenchError(
-            f"phi_checkpoint {str(path)!r} does not fit this phi (check model.clip: phi's sizes "
-            f"follow the CLIP): {err}"
-        ) from err
+    """Load and freeze phi from an official checkpoint ({"Phi": state_dict}, as SEARLE, LinCIR
+    and RTD save; Pic2Word's {"state_dict_img2text"}), a zsbench weights file or Lightning
+    checkpoint of the base's run ("phi." keys), or a bare state dict; "module." stripped."""
+    from zsbench.checkpoints import load_official
+
+    load_official(phi, path, ("Phi", "state_dict_img2text"), "phi")
 
 
 class TextTower(nn.Module):
@@ -145,7 +124,7 @@ class RtdMethod(PseudoWordMethod):
         self.backbone_info = self.base.backbone_info
         self.image_size = self.base.image_size
         self.query_text = TextTower(self.clip)
-        self.phi_ready = False
+        self.phi_ready = bool(self.base.loaded_checkpoint)  # base_args: {checkpoint: PATH}
         if phi_checkpoint:
             load_phi_checkpoint(self.base.phi, phi_checkpoint)
             self.phi_ready = True

@@ -258,6 +258,7 @@ class Searle(PseudoWordMethod):
         temperature: float = 0.25,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
+        checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -273,6 +274,7 @@ class Searle(PseudoWordMethod):
             )
         self.setup_clip(clip)
         self.phi = self.make_phi(phi_dropout)
+        self.load_released_phi(checkpoint, ("Phi",))  # official save_phi: {"Phi": state}
         self.concepts = load_concepts(concepts)
         self.phrases = load_phrases(self.concepts, phrases)
         self.concepts = [c for c in self.concepts if c in self.phrases]

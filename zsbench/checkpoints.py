@@ -198,3 +198,54 @@ def load_weights(model, blob: dict, path: Path, model_cfg: dict) -> None:
             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}): another dataset's "
             f"classes or another zsbench version?"
         )
+
+
+def read_official_state(path: str | Path, containers: tuple[str, ...], what: str) -> dict:
+    """A state dict from a checkpoint as an official repository saves it: the first of
+    `containers` present (e.g. Pic2Word's "state_dict_img2text", SEARLE's and LinCIR's "Phi"),
+    a zsbench weights file or Lightning checkpoint ("state_dict", keys of the module `what`
+    under a "<what>." or "base.<what>." prefix), or a bare state dict; DDP's "module." prefix
+    stripped (the official scripts save the wrapped model)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZsbenchError(
+            f"checkpoint {str(path)!r} does not exist; give the file the official code saved "
+            f"(keys {', '.join(containers)}) or a zsbench seed<N>.weights.pt."
+        )
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    state = None
+    if isinstance(obj, dict):
+        for key in containers:
+            if isinstance(obj.get(key), dict):
+                state = obj[key]
+                break
+        if state is None and isinstance(obj.get("state_dict"), dict):
+            prefixes = (f"{what}.", f"base.{what}.")
+            state = {
+                k.split(f"{what}.", 1)[1]: v
+                for k, v in obj["state_dict"].items()
+                if k.startswith(prefixes)
+            }
+    if state is None and isinstance(obj, dict) and obj:
+        if all(isinstance(v, torch.Tensor) for v in obj.values()):
+            state = obj  # a bare state dict
+    if not isinstance(state, dict) or not state:
+        raise ZsbenchError(
+            f"checkpoint {str(path)!r} holds no {what} weights (looked for "
+            f"{', '.join(containers)}, a state_dict with '{what}.' keys, or a bare state dict)."
+        )
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_official(module, path: str | Path, containers: tuple[str, ...], what: str) -> None:
+    """Load `read_official_state` into `module` and freeze it (a released part is used as
+    trained, and DDP rejects parameters that get no gradient)."""
+    state = read_official_state(path, containers, what)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise ZsbenchError(
+            f"checkpoint {str(path)!r} does not fit this {what} (its sizes follow model.clip; "
+            f"is it the checkpoint of that CLIP?): {err}"
+        ) from err
+    module.requires_grad_(False)

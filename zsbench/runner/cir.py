@@ -133,6 +133,9 @@ def run_cir(
     train_items, fit_fields = None, {}
     if meta.trains and plan.eval_only:
         fit_fields = fit_method(plan, model, method, loggers, progress)
+    elif meta.trains and model.loaded_checkpoint:  # model.checkpoint: the authors' weights
+        print(f"{method}: scoring the released weights in {model.loaded_checkpoint}, no training")
+        fit_fields = {"weights": {"loaded_from": model.loaded_checkpoint, "released": True}}
     elif meta.trains:
         if hasattr(model, "prepare_from_datamodule"):  # e.g. RTD: stage 1 trains its base's phi
             model.prepare_from_datamodule(dm)
