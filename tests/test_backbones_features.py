@@ -144,3 +144,13 @@ def test_default_weights_from_a_populated_hf_cache(tmp_path, monkeypatch):
     )
     with pytest.raises(ZsbenchError, match="no timm/resnet18"):
         resolve_weights("resnet18", "default")
+
+
+@pytest.mark.parametrize("name", ["vgg16_bn", "mobilenetv3_large_100", "resnet18"])
+def test_feature_dim_is_what_the_backbone_outputs(name):
+    """Backbones with a pre-logits head (vgg16_bn's fc6/fc7, MobileNetV3's conv_head) output
+    more than their last feature map's channels; the recorded width is the output's."""
+    model, info = create_backbone(name, weights="random")
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))
+    assert info.feature_dim == out.shape[1]

@@ -211,7 +211,9 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default"):
         pretrained_on=pretrained_on if path is not None else None,
         mean=mean,
         std=std,
-        feature_dim=model.num_features,
+        # what the model outputs once the classifier is removed: the pre-logits width where a
+        # head sits before the classifier (vgg16_bn's fc6/fc7: 4096, not its 512 channels)
+        feature_dim=int(getattr(model, "head_hidden_size", None) or model.num_features),
         variant=None if record is None else record["architecture_patch"],
     )
     return model, info
