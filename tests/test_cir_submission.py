@@ -110,7 +110,7 @@ def test_cirr_malformed_submissions(sub, match):
 
 
 def test_circo_malformed_submissions(tmp_path):
-    with pytest.raises(ZsbenchError, match="integers"):
+    with pytest.raises(ZsbenchError, match="'x' is not an integer"):
         score_submission({"0": ["x"], "1": [4]}, CIRCO_2Q)
     with pytest.raises(ZsbenchError, match="top 50"):
         score_submission({"0": list(range(51)), "1": [4]}, CIRCO_2Q)
@@ -208,3 +208,30 @@ def test_score_submission_main_prints_table(cir, shared_data, tmp_path, capsys):
     assert "no cirr annotations" in capsys.readouterr().err
     assert score_submission_main([*argv, "--split", "test"]) == 2
     assert "no public targets" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "ranked",
+    [[1, 1.0, 2, 3], [1, "01", 2, 3], [1, "1", 2, 3], [2, 3.0, "003", 1]],
+    ids=["int-float", "leading-zero", "int-str", "three-forms"],
+)
+def test_circo_duplicates_are_found_after_conversion(ranked):
+    """One image in two spellings counted twice would push mAP past 100 %."""
+    with pytest.raises(ZsbenchError, match="more than once"):
+        score_submission({"0": ranked, "1": [4]}, CIRCO_2Q)
+    # the same ids once each score at most 1
+    once = list(dict.fromkeys(int(float(x)) for x in ranked))
+    assert score_submission({"0": once, "1": [4]}, CIRCO_2Q)["mAP@5"] <= 1.0
+
+
+@pytest.mark.parametrize("bad", [1.7, 2.5, True, "1.0", None, [1]])
+def test_circo_non_integral_ids_are_errors_not_truncated(bad):
+    with pytest.raises(ZsbenchError, match="is not an integer"):
+        score_submission({"0": [bad, 2, 3], "1": [4]}, CIRCO_2Q)
+
+
+def test_a_duplicate_query_key_is_an_error(tmp_path):
+    path = tmp_path / "dup.json"
+    path.write_text('{"0": [7, 8], "1": [4], "0": [1, 2, 3]}')  # the last "0" would win
+    with pytest.raises(ZsbenchError, match="query '0' appears more than once"):
+        read_submission(path)

@@ -133,13 +133,45 @@ def write_submission(path: str | Path, submission: Mapping) -> Path:
     return path
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _image_id(x) -> int:
+    """A CIRCO image id as the server reads it: an integer, or a string or integral float
+    holding one. Anything else (1.7, "abc", True) is an error, never truncated."""
+    if isinstance(x, bool):
+        raise ValueError(x)
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
+    if isinstance(x, str) and x.strip().lstrip("+").isdigit():
+        return int(x)
+    raise ValueError(x)
+
+
 def read_submission(path: str | Path) -> dict:
     """Load a submission file; it must be a JSON object."""
     path = Path(path)
     if not path.is_file():
         raise ZsbenchError(f"predictions file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKey as e:
+        raise ZsbenchError(
+            f"{path}: query {e.args[0]!r} appears more than once; JSON keeps only the last, "
+            f"so the file is not what its writer meant. One entry per query."
+        ) from None
     except (OSError, ValueError) as e:
         raise ZsbenchError(f"{path} is not valid JSON ({e}).") from e
     if not isinstance(data, dict):
@@ -219,9 +251,15 @@ def _score_circo(sub: Mapping, split: CIRSplit, what: str) -> dict[str, float]:
     for q in split.queries:
         ranked = _check_list(q.query_id, sub[q.query_id], CIRCO_TOP_K, what)
         try:
-            ids = [str(int(x)) for x in ranked]
-        except (TypeError, ValueError):
-            raise ZsbenchError(f"{what}: query {q.query_id}: image ids must be integers.") from None
+            numbers = [_image_id(x) for x in ranked]
+        except ValueError as e:
+            raise ZsbenchError(
+                f"{what}: query {q.query_id}: image id {e.args[0]!r} is not an integer."
+            ) from None
+        if len(set(numbers)) != len(numbers):  # after conversion: 355099 == "0355099" == 355099.0
+            dup = next(n for n in numbers if numbers.count(n) > 1)
+            raise ZsbenchError(f"{what}: query {q.query_id} lists image {dup} more than once.")
+        ids = [str(n) for n in numbers]
         gts = set(q.targets)
         hit = 0
         prec = []
