@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -151,3 +152,28 @@ def test_headline_metric_is_the_first_present_mean():
         "mAP@all"
     )
     assert headline_metric(build_leaderboard([])) is None
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        (lambda r: r, "seed is 0 but the file is seed1.json"),  # cp seed0.json seed1.json
+        (lambda r: {**r, "seed": 1, "metrics": {"mAP@all": 29.3}}, "outside \\[0, 1\\]"),
+        (lambda r: {**r, "seed": 1, "metrics": {"mAP@all": "0.5"}}, "not a number"),
+        (lambda r: {**r, "seed": 1, "metrics": {"mAP@all": float("nan")}}, "outside"),
+        (lambda r: {**r, "seed": 1, "method": "b"}, "method is 'b' but its folder says 'a'"),
+        (lambda r: {**r, "seed": 1, "schema_version": "1"}, "not an integer"),
+        (lambda r: {**r, "seed": 1, "variant": "3f2a9c1e"}, "variant"),
+    ],
+    ids=["copied-seed", "x100", "string", "nan", "moved", "schema-string", "variant"],
+)
+def test_a_bad_result_file_is_named_and_left_out_never_averaged(tmp_path, capsys, tamper, why):
+    good = record("a", 0, {"mAP@all": 0.5})
+    write_json_atomic(result_path(tmp_path, "sbir", "synthetic", "default", "a", 0), good)
+    bad = result_path(tmp_path, "sbir", "synthetic", "default", "a", 1)
+    bad.write_text(json.dumps(tamper(dict(good))))
+    df = update_leaderboard(tmp_path).set_index("method")
+    assert df.loc["a", "n_seeds"] == 1 and df.loc["a", "mAP@all"] == pytest.approx(0.5)
+    err = capsys.readouterr().err
+    assert str(bad) in err
+    assert re.search(why, err), err

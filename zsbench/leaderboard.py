@@ -21,6 +21,7 @@ paper and table. Without reported numbers the table is exactly the measured one.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import pandas as pd
 from filelock import FileLock
 
 from zsbench.metrics_version import METRICS_VERSION
-from zsbench.results import load_results, write_text_atomic
+from zsbench.results import load_checked_results, write_text_atomic
 
 KEY = ["task", "dataset", "split", "spec", "method", "variant"]
 # per-row columns that are not metrics
@@ -361,7 +362,9 @@ def update_leaderboard(results_dir: Path, reported: list | None = None) -> pd.Da
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(results_dir / ".leaderboard.lock")):
-        records = load_results(results_dir)
+        records, problems = load_checked_results(results_dir)
+        for line in problems:  # named and left out, never averaged in; the table still prints
+            print(f"warning: {line}", file=sys.stderr)
         df = build_leaderboard(records)
         write_text_atomic(results_dir / "leaderboard.csv", df.to_csv(index=False))
         write_text_atomic(results_dir / "leaderboard.md", format_table(df, max_metrics=99) + "\n")

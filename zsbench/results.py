@@ -98,6 +98,10 @@ def read_result(path: Path) -> dict:
     missing = [k for k in REQUIRED_FIELDS if k not in data]
     if missing:
         raise ZsbenchError(f"Result file {path} lacks fields {missing}; is it a zsbench result?")
+    if not isinstance(data["schema_version"], int) or isinstance(data["schema_version"], bool):
+        raise ZsbenchError(
+            f"Result file {path} has schema_version {data['schema_version']!r}, not an integer."
+        )
     if data["schema_version"] > SCHEMA_VERSION:
         raise ZsbenchError(
             f"Result file {path} has schema_version {data['schema_version']}, newer than this "
@@ -117,3 +121,50 @@ def result_files(root: Path) -> list[Path]:
 def load_results(root: Path) -> list[dict]:
     """Every result under `root` (hidden temp files ignored)."""
     return [read_result(p) for p in result_files(root)]
+
+
+def record_problem(path: Path, data: dict, root: Path) -> str | None:
+    """Why a result file cannot be averaged into the leaderboard, or None: its identity must be
+    the one its path names (a copied `seed0.json` saved as `seed1.json` is the same run twice)
+    and every metric a finite number in [0, 1] (all zsbench metrics are fractions)."""
+    path, root = Path(path), Path(root)
+    seed = int(path.stem.removeprefix("seed"))
+    if data.get("seed") != seed:
+        return f"its seed is {data.get('seed')!r} but the file is seed{seed}.json"
+    try:
+        parts = path.parent.relative_to(root).parts
+    except ValueError:
+        parts = ()
+    if len(parts) in (4, 5):
+        variant = parts[4] if len(parts) == 5 else "default"
+        named = dict(zip(("task", "dataset", "split", "method"), parts[:4]), variant=variant)
+        for key, value in named.items():
+            if str(data.get(key, "default" if key == "variant" else None)) != value:
+                return f"its {key} is {data.get(key)!r} but its folder says {value!r}"
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        return "it has no metrics"
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"metric {name} is {value!r}, not a number"
+        if not (0.0 <= float(value) <= 1.0):  # NaN fails this too
+            return f"metric {name} is {value!r}, outside [0, 1]"
+    return None
+
+
+def load_checked_results(root: Path) -> tuple[list[dict], list[str]]:
+    """Every result under `root` that passes `read_result` and `record_problem`, and one line
+    per file left out (naming it and why), for the leaderboard to warn about."""
+    records, problems = [], []
+    for p in result_files(root):
+        try:
+            data = read_result(p)
+        except ZsbenchError as err:
+            problems.append(str(err))
+            continue
+        why = record_problem(p, data, root)
+        if why:
+            problems.append(f"{p}: left out of the leaderboard: {why}.")
+            continue
+        records.append(data)
+    return records, problems
