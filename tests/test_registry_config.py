@@ -170,3 +170,27 @@ def test_training_by_steps_needs_a_step_count():
         resolve_config(*args, ["trainer.max_steps=0"], DATA_PROVIDED)
     cfg = resolve_config(*args, ["trainer.max_epochs=null", "trainer.max_steps=5"], DATA_PROVIDED)
     assert cfg["trainer"]["max_epochs"] is None
+
+
+def test_a_run_that_would_train_nothing_is_refused_before_any_data(tmp_path, tiny):
+    from zsbench.runner import bench
+
+    with pytest.raises(ZsbenchError, match="limit_train_batches=0 trains nothing"):
+        bench("supervised", "synthetic", 0, [*tiny, "trainer.limit_train_batches=0"], tmp_path)
+    with pytest.raises(ZsbenchError, match="max_epochs must be >= 1"):
+        bench("supervised", "synthetic", 0, [*tiny, "trainer.max_epochs=-1"], tmp_path)
+    assert not list(tmp_path.rglob("seed0.json"))
+
+
+def test_a_fit_that_took_no_optimizer_step_writes_no_result(tmp_path, tiny, monkeypatch):
+    """An empty training loader (e.g. a pairing that finds no pair): Lightning skips fit
+    with a warning and zero optimizer steps; zsbench writes no result."""
+    from torch.utils.data import DataLoader
+
+    import zsbench.runner.sbir as sbir
+    from zsbench.runner import bench
+
+    monkeypatch.setattr(sbir, "train_loader", lambda dm, model, cfg: DataLoader([]))
+    with pytest.raises(ZsbenchError, match="took no optimizer step"):
+        bench("supervised", "synthetic", 0, tiny, tmp_path, progress=False)
+    assert not list(tmp_path.rglob("seed0.json"))

@@ -291,6 +291,12 @@ def _check_training_length(tcfg: dict) -> None:
             "trainer.max_epochs is null (train by steps) but trainer.max_steps is not set: give "
             "trainer.max_steps=N, or trainer.max_epochs=N."
         )
+    if tcfg.get("limit_train_batches") in (0, 0.0):
+        raise ZsbenchError(
+            "trainer.limit_train_batches=0 trains nothing: the result would be an untrained "
+            "model's. Use a positive value (1.0 = every batch), or the `frozen` method for an "
+            "untrained baseline."
+        )
     if steps is not None and steps != -1 and steps < 1:
         raise ZsbenchError(f"trainer.max_steps must be >= 1 (or -1: no step limit), got {steps}.")
 

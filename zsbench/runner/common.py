@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from zsbench.config import RUNNER_ONLY_TRAINER_KEYS
+from zsbench.errors import ZsbenchError
 from zsbench.leaderboard import update_leaderboard
 from zsbench.progress import lightning_progress
 from zsbench.provenance import provenance
@@ -171,6 +172,12 @@ def fit_method(plan: RunPlan, model, method: str, loggers: list, progress: bool,
                        plan.cfg)  # fmt: skip
     # the checkpoint is this run's own (RNG states are numpy/Python objects): not weights-only
     trainer.fit(model, ckpt_path=str(last) if last else None, weights_only=False, **fit_kwargs)
+    if trainer.global_step == 0:
+        raise ZsbenchError(
+            f"{method} took no optimizer step (an empty training loader, or "
+            f"trainer.limit_train_batches too small for it): its result would be an untrained "
+            f"model's, so none is written. Check the training data and trainer.* settings."
+        )
     fields: dict = {"resumed_from_epoch": done if last else None}
     if keep and trainer.global_rank == 0:
         epochs = int(trainer.current_epoch)
