@@ -135,3 +135,18 @@ def test_leaderboard_pushed_as_wandb_table_offline(tmp_path, tiny, monkeypatch):
     assert "method" in data["columns"] and ["frozen"] == [
         row[data["columns"].index("method")] for row in data["data"]
     ]
+
+
+def test_sweep_works_from_a_folder_holding_a_zsbench_results_folder(tmp_path, tiny):
+    """The parent of a clone named zsbench/ (with zsbench/results/ in it): a worker started
+    there must import the installed zsbench, not the folder (a namespace package)."""
+    (tmp_path / "zsbench" / "results").mkdir(parents=True)
+    results = tmp_path / "zsbench" / "results"
+    args = ["sweep", "--methods", "frozen", "--seeds", "0", "--jobs", "1"]
+    args += ["--results-dir", str(results), "--no-progress"]
+    args += [x for o in tiny for x in ("--set", o)]
+    zsbench_cli = os.path.join(os.path.dirname(sys.executable), "zsbench")
+    proc = subprocess.run([zsbench_cli, *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert [r["method"] for r in load_results(results)] == ["frozen"]

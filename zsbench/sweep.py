@@ -200,7 +200,9 @@ def cell_args(cell: Cell, overrides: Sequence[str] = ()) -> list[str]:
 def worker_command(
     cell: Cell, overrides: Sequence[str], results: str | Path | None, wandb: bool
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "zsbench.cli", "bench", "--method", cell.method]
+    # -P: the worker's current folder is not put on sys.path, so a folder there named zsbench
+    # (the parent of a clone, holding zsbench/results/) cannot shadow the installed package
+    cmd = [sys.executable, "-P", "-m", "zsbench.cli", "bench", "--method", cell.method]
     cmd += ["--dataset", cell.dataset, "--seed", str(cell.seed), "--no-progress", "--quiet"]
     if results is not None:
         cmd += ["--results-dir", str(results)]
