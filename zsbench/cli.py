@@ -140,26 +140,63 @@ def load_array(path: str, what: str):
     p = Path(path)
     if not p.exists():
         raise ZsbenchError(f"{what} file {p} does not exist.")
-    if p.suffix == ".npy":
-        return np.load(p, allow_pickle=False)
-    if p.suffix in (".pt", ".pth"):
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-        if isinstance(obj, dict) and len(obj) == 1:
-            obj = next(iter(obj.values()))
-        if not isinstance(obj, torch.Tensor):
-            raise ZsbenchError(f"{what} file {p} must hold a tensor, got {type(obj).__name__}.")
-        return obj.numpy()
-    raise ZsbenchError(f"{what} file {p}: unsupported format {p.suffix!r}; use .npy or .pt.")
+    if not p.is_file():
+        raise ZsbenchError(f"{what} file {p} is a {'folder' if p.is_dir() else 'special file'}.")
+    if p.suffix not in (".npy", ".pt", ".pth"):
+        raise ZsbenchError(f"{what} file {p}: unsupported format {p.suffix!r}; use .npy or .pt.")
+    try:
+        if p.suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict) and len(obj) == 1:
+                obj = next(iter(obj.values()))
+            if not isinstance(obj, torch.Tensor):
+                raise ZsbenchError(f"{what} file {p} must hold a tensor, got {type(obj).__name__}.")
+            arr = obj.numpy()
+    except ZsbenchError:
+        raise
+    except Exception as err:  # empty, truncated, pickled objects: name the file
+        raise ZsbenchError(
+            f"{what} file {p} is not a readable {p.suffix} array ({type(err).__name__}: "
+            f"{str(err)[:120]}); save it with numpy.save or torch.save of a tensor."
+        ) from None
+    if np.iscomplexobj(arr):
+        raise ZsbenchError(f"{what} file {p} holds complex numbers; give real-valued arrays.")
+    return arr
 
 
 def labels_to_ids(query, gallery) -> tuple:
-    """Map labels of any type (ints, strings) to shared integer ids."""
+    """Map labels of any type (ints, strings) to shared integer ids; a missing label (NaN,
+    None) is an error, not a class of its own."""
     import numpy as np
+
+    for side, labels in (("query", query), ("gallery", gallery)):
+        flat = labels.ravel()
+        missing = np.array([x is None or (isinstance(x, float) and x != x) for x in flat.tolist()])
+        if missing.any():
+            raise ZsbenchError(
+                f"{side} labels: {int(missing.sum())} of {flat.size} are missing (NaN or None), "
+                f"first at index {int(np.flatnonzero(missing)[0])}; every item needs its class."
+            )
 
     classes, inverse = np.unique(
         np.concatenate([query.ravel(), gallery.ravel()]), return_inverse=True
     )
     return inverse[: query.size], inverse[query.size :], [str(c) for c in classes]
+
+
+def _json_safe(obj):
+    """NaN and infinities as null: `--json` output that every JSON parser reads."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _reuse_freed_memory() -> None:
@@ -207,23 +244,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     note = tie_warning(res["tie_fraction"], res["spec"]["ties"])
     if note:
         print(f"zsbench: warning: {note}", file=sys.stderr)
+    for what, x in (("query", q), ("gallery", g)):
+        zero = int((np.abs(np.asarray(x, dtype=np.float64)).sum(axis=1) == 0).sum())
+        if zero:
+            print(f"zsbench: warning: {zero} {what} feature rows are all zero (they score alike "
+                  f"against everything)", file=sys.stderr)  # fmt: skip
+    if res["n_queries_without_positive"]:
+        print(f"zsbench: warning: {res['n_queries_without_positive']} queries have no relevant "
+              f"gallery item; the spec decides whether they count", file=sys.stderr)  # fmt: skip
     if args.json:
         print(
             json.dumps(
-                {
-                    k: res[k]
-                    for k in (
-                        "metrics",
-                        "spec",
-                        "n_queries",
-                        "n_gallery",
-                        "n_queries_without_positive",
-                        "tie_fraction",
-                        "tie_se",
-                    )
-                },
+                _json_safe(
+                    {
+                        k: res[k]
+                        for k in (
+                            "metrics",
+                            "spec",
+                            "n_queries",
+                            "n_gallery",
+                            "n_queries_without_positive",
+                            "tie_fraction",
+                            "tie_se",
+                        )
+                    }
+                ),
                 indent=2,
-            )
+                allow_nan=False,
+            )  # valid JSON: no bare NaN
         )
     else:
         for k, v in res["metrics"].items():
