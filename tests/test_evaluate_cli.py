@@ -23,9 +23,11 @@ def files(tmp_path):
 
 def evaluate(d, *extra, **names):
     paths = {"qf": "qf.npy", "ql": "ql.npy", "gf": "gf.npy", "gl": "gl.npy", **names}
-    return main(["evaluate", "--query-features", str(d / paths["qf"]),
-                 "--query-labels", str(d / paths["ql"]), "--gallery-features",
-                 str(d / paths["gf"]), "--gallery-labels", str(d / paths["gl"]), *extra])  # fmt: skip
+    flags = ("--query-features", "--query-labels", "--gallery-features", "--gallery-labels")
+    args = [
+        x for flag, key in zip(flags, ("qf", "ql", "gf", "gl")) for x in (flag, str(d / paths[key]))
+    ]
+    return main(["evaluate", *args, *extra])
 
 
 def test_nan_labels_are_an_error_not_a_class(files, capsys):
