@@ -177,3 +177,43 @@ def test_a_bad_result_file_is_named_and_left_out_never_averaged(tmp_path, capsys
     err = capsys.readouterr().err
     assert str(bad) in err
     assert re.search(why, err), err
+
+
+def test_a_read_only_results_folder_still_shows_its_leaderboard(tmp_path, monkeypatch):
+    """Someone else's results folder: the table is built, nothing written, no lock taken."""
+    import zsbench.leaderboard as lb
+
+    write_json_atomic(
+        result_path(tmp_path, "sbir", "synthetic", "default", "a", 0),
+        record("a", 0, {"mAP@all": 0.5}),
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.setattr(lb.os, "access", lambda path, mode: False)  # as for a non-owner
+    df = update_leaderboard(tmp_path)
+    assert list(df["method"]) == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no csv, md or lock file
+
+
+def test_leaderboard_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
+    """`zsbench leaderboard | head`: the reader left; exit 0 without a BrokenPipeError."""
+    write_json_atomic(
+        result_path(tmp_path, "sbir", "synthetic", "default", "a", 0),
+        record("a", 0, {"mAP@all": 0.5}),
+    )
+    sink = open(tmp_path / "stdout", "w")  # noqa: SIM115  (its descriptor is redirected)
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return sink.fileno()
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    from zsbench.cli import main
+
+    assert main(["leaderboard", "--results-dir", str(tmp_path)]) == 0
+    sink.close()

@@ -493,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     except ZsbenchError as err:
         print(f"zsbench: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `zsbench leaderboard | head`: the reader is done, so are we
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
 
 
 if __name__ == "__main__":
