@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import warnings
@@ -16,10 +17,11 @@ import torch
 
 from zsbench.config import RUNNER_ONLY_TRAINER_KEYS
 from zsbench.errors import ZsbenchError
+from zsbench.identity import Identity, config_diff, variant_name
 from zsbench.leaderboard import update_leaderboard
 from zsbench.progress import lightning_progress
 from zsbench.provenance import provenance
-from zsbench.results import SCHEMA_VERSION, write_json_atomic
+from zsbench.results import SCHEMA_VERSION, extras_path, result_path, write_json_atomic
 
 
 @dataclasses.dataclass
@@ -243,6 +245,48 @@ def publish(path: Path, record: dict, loggers: list, root: Path) -> BenchOutcome
         logger.experiment.finish()
     update_leaderboard(root)
     return BenchOutcome(path, skipped=False, record=record)
+
+
+def _move_other_config(
+    path: Path, ident: Identity, cell: tuple, tagged: bool, overwrite: bool
+) -> None:
+    """Keep a result at `path` that is another experiment than `ident`: move it (and its
+    extras) to the path of its own variant, so a skip never returns another config's number
+    and an --overwrite never replaces it. A tag reused for another config is an error."""
+    try:
+        stored = json.loads(path.read_text())
+        stored_cfg = stored["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unreadable: `bench` skips or overwrites it as before, the leaderboard says
+    stored_diff = config_diff(stored_cfg, ident.base, ident.ignore)
+    if tagged:
+        if stored_diff != ident.diff and not overwrite:
+            raise ZsbenchError(
+                f"--tag {ident.variant}: {path} holds a run of another config (it differs from "
+                f"the defaults in {sorted(stored_diff) or 'nothing'}, this run in "
+                f"{sorted(ident.diff) or 'nothing'}). Choose another tag, or --overwrite."
+            )
+        return
+    own = variant_name(stored_diff)
+    if own == ident.variant:
+        return  # the same experiment (keys it predates compare as their defaults)
+    target = result_path(*cell, own)
+    if target.exists():
+        raise ZsbenchError(
+            f"{path} holds a run of another config (variant {own}) and {target} exists too; "
+            f"move one of them away by hand."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from zsbench.checkpoints import weights_path
+
+    for companion in (extras_path, weights_path):  # a result's files travel with it
+        if companion(path).exists():
+            companion(path).replace(companion(target))
+    # the record says which variant it is, so the leaderboard groups it with its own config;
+    # written at the target first, then the old path removed (a crash leaves both, not none)
+    write_json_atomic(target, {**stored, "variant": own, "config_diff": stored_diff})
+    path.unlink()
+    print(f"moved {path} to {target}: it was run with another config (variant {own})")
 
 
 def _drop_resume_checkpoint(path: Path) -> None:

@@ -24,6 +24,7 @@ from zsbench.runner.common import (
     RunPlan,
     _distributed,
     _loggers,
+    _move_other_config,
     _prepare_run,
     _seeded_model,
     build_record,
@@ -228,7 +229,6 @@ def _publish_respecified(plan: RunPlan, record: dict, spec: str, embeddings, mod
 
     from zsbench.identity import respecified
     from zsbench.results import result_path
-    from zsbench.runner import _move_other_config
 
     ident = respecified(plan.identity, spec)
     r = record
