@@ -154,3 +154,14 @@ def test_feature_dim_is_what_the_backbone_outputs(name):
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64))
     assert info.feature_dim == out.shape[1]
+
+
+def test_no_worker_processes_are_forked_from_a_thread():
+    from zsbench.features import extraction_workers
+
+    assert extraction_workers(0, cores=16) == 4
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(extraction_workers(3, cores=16)))
+    t.start()
+    t.join()
+    assert seen == [0]

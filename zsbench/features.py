@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -65,7 +66,11 @@ def feature_key(dm, info: BackboneInfo, device: torch.device | None = None) -> s
 def extraction_workers(configured: int = 0, cores: int | None = None) -> int:
     """DataLoader workers that decode while the backbone computes: the configured number, else
     one per four cores (at least one), so that decoding keeps up without starving the forward
-    pass of threads (2 cores: 1 worker)."""
+    pass of threads (2 cores: 1 worker). None (0) off the main thread: forking a worker from a
+    thread while other threads run can leave the child waiting on a lock no thread will
+    release (seen: two threads extracting at once hung in the child's futex wait)."""
+    if threading.current_thread() is not threading.main_thread():
+        return 0
     if configured and configured > 0:
         return int(configured)
     if cores is None:
@@ -77,13 +82,14 @@ def extraction_loader(dm, device: torch.device):
     """Every item once, in `items` order, decoded in worker processes (pinned on CUDA)."""
     from torch.utils.data import DataLoader
 
+    workers = extraction_workers(dm.num_workers)
     return DataLoader(
         dm.all_items_dataset(),
         batch_size=dm.eval_batch_size,
         shuffle=False,
-        num_workers=extraction_workers(dm.num_workers),
+        num_workers=workers,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4,
+        prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
 
