@@ -161,9 +161,9 @@ def test_headline_metric_is_the_first_present_mean():
         (lambda r: {**r, "seed": 1, "metrics": {"mAP@all": 29.3}}, "outside \\[0, 1\\]"),
         (lambda r: {**r, "seed": 1, "metrics": {"mAP@all": "0.5"}}, "not a number"),
         (lambda r: {**r, "seed": 1, "metrics": {"mAP@all": float("nan")}}, "outside"),
-        (lambda r: {**r, "seed": 1, "method": "b"}, "method is 'b' but its folder says 'a'"),
+        (lambda r: {**r, "seed": 1, "method": "b"}, "names sbir/synthetic/default/b/seed1"),
         (lambda r: {**r, "seed": 1, "schema_version": "1"}, "not an integer"),
-        (lambda r: {**r, "seed": 1, "variant": "3f2a9c1e"}, "variant"),
+        (lambda r: {**r, "seed": 1, "variant": "3f2a9c1e"}, "names .*/a/3f2a9c1e/seed1.json"),
     ],
     ids=["copied-seed", "x100", "string", "nan", "moved", "schema-string", "variant"],
 )
@@ -217,3 +217,13 @@ def test_leaderboard_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, caps
 
     assert main(["leaderboard", "--results-dir", str(tmp_path)]) == 0
     sink.close()
+
+
+def test_a_results_folder_inside_another_is_read_as_it_is(tmp_path, capsys):
+    """Paths are checked from the end: results/<sub>/sbir/... is as good as results/sbir/..."""
+    write_json_atomic(
+        result_path(tmp_path / "sub", "sbir", "synthetic", "default", "a", 0),
+        record("a", 0, {"mAP@all": 0.5}),
+    )
+    assert list(update_leaderboard(tmp_path)["method"]) == ["a"]
+    assert "left out" not in capsys.readouterr().err

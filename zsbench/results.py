@@ -123,24 +123,19 @@ def load_results(root: Path) -> list[dict]:
     return [read_result(p) for p in result_files(root)]
 
 
-def record_problem(path: Path, data: dict, root: Path) -> str | None:
+def record_problem(path: Path, data: dict) -> str | None:
     """Why a result file cannot be averaged into the leaderboard, or None: its identity must be
     the one its path names (a copied `seed0.json` saved as `seed1.json` is the same run twice)
     and every metric a finite number in [0, 1] (all zsbench metrics are fractions)."""
-    path, root = Path(path), Path(root)
+    path = Path(path)
     seed = int(path.stem.removeprefix("seed"))
     if data.get("seed") != seed:
         return f"its seed is {data.get('seed')!r} but the file is seed{seed}.json"
-    try:
-        parts = path.parent.relative_to(root).parts
-    except ValueError:
-        parts = ()
-    if len(parts) in (4, 5):
-        variant = parts[4] if len(parts) == 5 else "default"
-        named = dict(zip(("task", "dataset", "split", "method"), parts[:4]), variant=variant)
-        for key, value in named.items():
-            if str(data.get(key, "default" if key == "variant" else None)) != value:
-                return f"its {key} is {data.get(key)!r} but its folder says {value!r}"
+    fields = [data.get(k) for k in ("task", "dataset", "split", "method")]
+    if all(isinstance(x, str) and x for x in fields):
+        own = result_path(Path(), *fields, seed, str(data.get("variant") or "default"))
+        if path.parts[-len(own.parts) :] != own.parts:  # a results folder may sit in another
+            return f"its identity names {own} but the file is {path}"
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         return "it has no metrics"
@@ -162,7 +157,7 @@ def load_checked_results(root: Path) -> tuple[list[dict], list[str]]:
         except ZsbenchError as err:
             problems.append(str(err))
             continue
-        why = record_problem(p, data, root)
+        why = record_problem(p, data)
         if why:
             problems.append(f"{p}: left out of the leaderboard: {why}.")
             continue
