@@ -44,6 +44,21 @@ def interrupted_result(root) -> object:
     return ckpt.parent.with_name("seed0.json")
 
 
+def run_killed_after(root, settings: list[str], epochs: int):
+    """`bench supervised --save-weights` in a subprocess SIGKILLed after the checkpoint of
+    epoch `epochs`; the result path it never wrote."""
+    args = bench_args(root, settings, "supervised", "--save-weights", "--quiet")
+    proc = subprocess.run(
+        [sys.executable, "-c", DIE_AFTER_CHECKPOINT, *args],
+        env={**os.environ, "DIE_AFTER_EPOCHS": str(epochs)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL: no result, a checkpoint
+    return interrupted_result(root)
+
+
 def logged_epochs(record: dict) -> list[int]:
     with open(os.path.join(record["log_dir"], "metrics.csv")) as f:
         return sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("epoch")})
@@ -52,16 +67,7 @@ def logged_epochs(record: dict) -> list[int]:
 def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path, tiny):
     settings = [*tiny, "trainer.max_epochs=6"]
     killed = tmp_path / "killed"
-    args = bench_args(killed, settings, "supervised", "--save-weights", "--quiet")
-    proc = subprocess.run(
-        [sys.executable, "-c", DIE_AFTER_CHECKPOINT, *args],
-        env={**os.environ, "DIE_AFTER_EPOCHS": "3"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL: no result, a checkpoint
-    path = interrupted_result(killed)
+    path = run_killed_after(killed, settings, epochs=3)
     assert not path.exists()
 
     assert main(bench_args(killed, settings, "supervised", "--save-weights", "--quiet")) == 0
@@ -82,16 +88,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
 def test_checkpoint_of_another_config_is_set_aside_not_resumed(tmp_path, tiny):
     settings = [*tiny, "trainer.max_epochs=3"]
     killed = tmp_path / "r"
-    args = bench_args(killed, settings, "supervised", "--save-weights", "--quiet")
-    proc = subprocess.run(
-        [sys.executable, "-c", DIE_AFTER_CHECKPOINT, *args],
-        env={**os.environ, "DIE_AFTER_EPOCHS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == -9, proc.stderr[-2000:]
-    path = interrupted_result(killed)
+    path = run_killed_after(killed, settings, epochs=1)
     ckpt = torch.load(checkpoint_dir(path) / "last.ckpt", weights_only=False)
     for key, state in ckpt["callbacks"].items():  # as if the defaults changed since
         if "RngState" in key:
