@@ -121,6 +121,15 @@ class RetrievalMethod(L.LightningModule):
         self.train(was_training)
         return torch.cat(embs), torch.cat(labels)
 
+    def on_train_epoch_start(self) -> None:
+        """Enter the method's training modes through its own `train()` at every epoch (frozen
+        BatchNorms and frozen teachers in eval mode, the trained parts in train mode). Why:
+        Lightning 2.x never calls `model.train()` when `fit` starts, it keeps the modes it finds
+        and restores them after each validation, and `create_backbone` returns eval-mode nets,
+        so without this a method's `train()` override never ran inside `Trainer.fit`.
+        Subclasses that override this hook call `super().on_train_epoch_start()`."""
+        self.train()
+
     # -- seen-class validation: retrieval mAP of val sketches against val photos ----------
     # Opt in from `validation_step` (call `collect_validation(batch)`) and
     # `on_validation_epoch_end` (call `log_validation_map()`): the learning curve a user reads

@@ -148,9 +148,8 @@ class Encoder(nn.Module):
         self.backbone, self.info = create_backbone(backbone, weights)
         set_trainable_stages(self.backbone, trainable_stages)
         with torch.no_grad():  # channels of forward_features (timm's num_features may differ)
-            self.backbone.eval()
+            self.backbone.eval()  # training modes: RetrievalMethod.on_train_epoch_start
             channels = self.backbone.forward_features(torch.zeros(1, 3, 64, 64)).shape[1]
-            self.backbone.train()  # create_backbone returns eval mode; Lightning keeps modes
         self.attention = SpatialAttention(channels, attention_hidden) if attention else None
         self.head = embedding_mlp(channels, hidden_dim, embedding_dim, dropout)
 

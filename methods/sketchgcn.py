@@ -219,7 +219,6 @@ class SketchGCN(RetrievalMethod):
         else:  # nodes: the seen classes' semantics -> class prototypes in the common space
             self.gcn = GCN(sem.shape[1], gcn_hidden_dim, embedding_dim, gcn_dropout)
         self.cvae = SemanticCVAE(sem.shape[1], embedding_dim, cvae_hidden_dim, latent_dim)
-        self.train()  # create_backbone returns eval-mode nets; Lightning keeps the mode it finds
 
     # -- encoding network
     def encode_sketch(self, images: Tensor) -> Tensor:
