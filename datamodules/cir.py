@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -107,8 +107,9 @@ class QueryDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         q = self.data.queries[i]
         out = {"reference": self.dm.transform(self.data.load_image(q.reference)), "index": i}
-        if len(q.captions) == 2:  # FashionIQ: both caption orders
+        if len(q.captions) == 2:  # FashionIQ: both caption orders, and the raw captions
             out["text"], out["text_reversed"] = fashioniq_caption_pair(q.captions)
+            out["caption_1"], out["caption_2"] = q.captions  # for a method's own rule
         else:
             out["text"] = q.caption
         return out
@@ -122,7 +123,7 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.dm.transform(load_image(str(self.paths[i]))), "index": i}
+        return {"image": self.dm.train_transform(load_image(str(self.paths[i]))), "index": i}
 
 
 class RecordDataset(Dataset):
@@ -248,12 +249,42 @@ class CIRDataModule(L.LightningDataModule):
     def set_augment(self, augment: bool) -> None:
         """CIR training images are not augmented (as in the official code); kept for the API."""
 
+    def set_train_crop(self, scale: Sequence[float] | None) -> None:
+        """Training images get `RandomResizedCrop(image_size, scale)` (bicubic) instead of the
+        centre crop when `scale` is given: Pic2Word's recipe (official model/clip.py, scale
+        (0.9, 1.0)). Evaluation images always take CLIP's resize + centre crop."""
+        if scale is not None:
+            lo, hi = (float(x) for x in scale)
+            if not 0 < lo <= hi <= 1:
+                raise ZsbenchError(
+                    f"train_crop_scale={list(scale)}: use [low, high] with 0 < low <= high <= 1 "
+                    "(the fraction of the image area a training crop keeps), or null."
+                )
+            scale = (lo, hi)
+        self.train_crop_scale = scale
+
     @property
     def transform(self) -> T.Compose:
         key = (self.image_size, self.mean, self.std)
         if getattr(self, "_tf_key", None) != key:
             self._tf, self._tf_key = clip_transform(*key), key
         return self._tf
+
+    @property
+    def train_transform(self) -> T.Compose:
+        """The transform of training images: `transform`, or the random crop of
+        `set_train_crop`."""
+        scale = getattr(self, "train_crop_scale", None)
+        if scale is None:
+            return self.transform
+        key = (self.image_size, self.mean, self.std, scale)
+        if getattr(self, "_train_tf_key", None) != key:
+            crop = T.RandomResizedCrop(
+                self.image_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC
+            )
+            self._train_tf = T.Compose([crop, T.ToTensor(), T.Normalize(self.mean, self.std)])
+            self._train_tf_key = key
+        return self._train_tf
 
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
@@ -536,7 +567,21 @@ class CIRCO(RealCIRDataModule):
 
     protocol = "circo"
     markers = ("annotations",)
-    reader = read_circo
+
+    def __init__(self, annotation_gallery: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # True: rank only the annotations' own images when image_info_unlabeled2017.json is
+        # missing (not the official gallery; split_manifest.gallery_source records it)
+        self.annotation_gallery = bool(annotation_gallery)
+
+    def read_groups(self) -> list[EvalGroup]:
+        split = read_circo(
+            self.dataset_dir(),
+            self.split_name,
+            self.image_root,
+            annotation_gallery=self.annotation_gallery,
+        )
+        return [EvalGroup("", split)]
 
 
 class FashionIQ(RealCIRDataModule):

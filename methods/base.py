@@ -27,6 +27,8 @@ from zsbench.errors import ZsbenchError
 CIR_TRAIN_ON = ("images", "captions", "text_triplets", "none")
 # the prompt shared by Pic2Word-, SEARLE- and LinCIR-style methods; "$" is the pseudo word
 CIR_PROMPT = "a photo of $ that {}"
+# how FashionIQ's two captions make a query text (CIRMethod.fashioniq_captions)
+FASHIONIQ_CAPTION_RULES = ("both-orders", "pic2word-official")
 
 
 def stack_class_embeddings(
@@ -248,6 +250,17 @@ class CIRMethod(RetrievalMethod):
     def encode_gallery(self, batch: dict) -> Tensor:
         return torch.nn.functional.normalize(self.image_features(batch["image"]).float(), dim=-1)
 
+    def fashioniq_captions(self) -> str:
+        """How FashionIQ's two captions make the query text: "both-orders" (the benchmark's
+        rule, SEARLE / LinCIR: stripped, "c1 and c2" and "c2 and c1" averaged) or
+        "pic2word-official" (a method's `fashioniq_captions` hyperparameter)."""
+        rule = getattr(self, "hparams", {}).get("fashioniq_captions", "both-orders")
+        if rule not in FASHIONIQ_CAPTION_RULES:
+            raise ZsbenchError(
+                f"fashioniq_captions={rule!r}: use one of {', '.join(FASHIONIQ_CAPTION_RULES)}."
+            )
+        return rule
+
     @torch.no_grad()
     def embed(self, loader, side: str) -> tuple[Tensor, Tensor]:
         """Embeddings [N, D] and dataset indices [N] of every batch of `loader` ('query' or
@@ -261,6 +274,11 @@ class CIRMethod(RetrievalMethod):
             batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
             if side == "gallery":
                 z = self.encode_gallery(batch)
+            elif "caption_1" in batch and self.fashioniq_captions() == "pic2word-official":
+                # Pic2Word's evaluation (official src/data.py): one order, the second caption
+                # first, the captions as written (not stripped)
+                text = [f"{b} and {a}" for a, b in zip(batch["caption_1"], batch["caption_2"])]
+                z = self.encode_query({**batch, "text": text})
             else:
                 z = self.encode_query(batch)
                 if "text_reversed" in batch:

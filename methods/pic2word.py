@@ -76,10 +76,13 @@ class Pic2Word(CIRMethod):
         deviations=(
             "Query prompt 'a photo of $ that {text}' (zsbench's shared prompt) instead of the "
             "official 'a photo of * , {text}' (preset official-prompt restores it).",
-            "FashionIQ queries average both caption orders (as SEARLE / LinCIR), not only "
-            "'{c1} and {c2}'.",
-            "Images: CLIP preprocessing (resize + centre crop); the official FashionIQ / CIRR "
-            "evaluation can pad to square (--target-pad, off by default).",
+            "FashionIQ queries average both caption orders, stripped (the benchmark's rule, "
+            "as SEARLE / LinCIR), where the official code uses one order, '{c2} and {c1}', "
+            "unstripped (fashioniq_captions=pic2word-official, in preset official-prompt).",
+            "Training images: resize + centre crop by default; the official RandomResizedCrop "
+            "(scale 0.9-1) is train_crop_scale=[0.9, 1.0], set by preset=paper. Evaluation: "
+            "CLIP preprocessing; the official FashionIQ / CIRR evaluation can pad to square "
+            "(--target-pad, off by default).",
         ),
     )
     train_on = "images"
@@ -99,6 +102,8 @@ class Pic2Word(CIRMethod):
         train_prompt: str = "a photo of $",
         placeholder: str = "$",
         checkpoint: str | None = None,
+        fashioniq_captions: str = "both-orders",
+        train_crop_scale: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -76,7 +76,7 @@ def test_cirr_counts_and_structure(cir):
 
 
 def test_circo_counts_and_ground_truths(cir):
-    val = read_circo(cir / "circo", "val")
+    val = read_circo(cir / "circo", "val", annotation_gallery=True)
     assert len(val.queries) == 220
     assert sorted(int(q.query_id) for q in val.queries) == list(range(220))
     raw = json.loads((cir / "circo" / "annotations" / "val.json").read_text())
@@ -89,7 +89,7 @@ def test_circo_counts_and_ground_truths(cir):
     assert labels.gt.shape == (220, max(len(q.targets) for q in val.queries))
     assert ((labels.gt >= 0).sum(1) == torch.tensor([len(q.targets) for q in val.queries])).all()
     assert val.image_path("50").name == "000000000050.jpg"
-    test = read_circo(cir / "circo", "test")
+    test = read_circo(cir / "circo", "test", annotation_gallery=True)
     assert len(test.queries) == 800 and not test.has_targets
 
 
@@ -138,7 +138,7 @@ def test_cirr_random_and_oracle_features_end_to_end(cir):
 
 
 def test_circo_end_to_end_map_of_mean_of_ground_truths(cir):
-    s = read_circo(cir / "circo", "val")
+    s = read_circo(cir / "circo", "val", annotation_gallery=True)
     feats = features(s.gallery, dim=1024)  # near-orthogonal, so the mean is closest to its parts
     g = gallery_matrix(s, feats)
     # the mean of a query's ground truths retrieves them first: mAP@k = 1
@@ -194,7 +194,7 @@ def test_fashioniq_png_or_jpg(cir, tmp_path):
 
 def test_circo_gallery_from_coco_image_info(cir, tmp_path):
     (tmp_path / "annotations").symlink_to(cir / "circo" / "annotations")
-    val = read_circo(cir / "circo", "val")
+    val = read_circo(cir / "circo", "val", annotation_gallery=True)
     extra = [999999991, 999999992]
     ids = [int(n) for n in val.gallery] + extra
     info = tmp_path / "COCO2017_unlabeled" / "annotations"
@@ -204,6 +204,19 @@ def test_circo_gallery_from_coco_image_info(cir, tmp_path):
     s = read_circo(tmp_path, "val")
     assert s.gallery_source == "image_info_unlabeled2017.json"
     assert len(s.gallery) == len(val.gallery) + 2 and s.gallery[-1] == "999999992"
+
+
+def test_circo_without_its_gallery_list_is_an_error_unless_asked(cir, tmp_path):
+    """A missing image_info_unlabeled2017.json must not silently shrink the gallery to the
+    annotations' images (mAP inflated); the datamodule's flag asks for it and records it."""
+    from zsbench.datamodules.cir import CIRCO
+
+    with pytest.raises(ZsbenchError, match="annotation_gallery=true"):
+        read_circo(cir / "circo", "val")
+    with pytest.raises(ZsbenchError, match="image_info_unlabeled2017.json"):
+        CIRCO(root=str(cir / "circo")).read_groups()
+    (group,) = CIRCO(root=str(cir / "circo"), annotation_gallery=True).read_groups()
+    assert "not the official gallery" in group.data.gallery_source
 
 
 def test_missing_annotations_name_the_layout(tmp_path):

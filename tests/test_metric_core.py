@@ -408,6 +408,7 @@ def test_cir_metrics_dispatch_by_hand():
     )
     # reference removed: ranks 9 and 50
     assert cirr["R@10"] == 0.5 and cirr["R@50"] == 1.0 and cirr["R_subset@1"] == 1.0
+    assert cirr["R@5"] == 0.0 and cirr["Avg"] == 0.5  # (R@5 + R_subset@1) / 2
     gt = torch.tensor([[9, -1], [50, 0]])
     circo = cir_metrics(s, CIRLabels("circo", t, torch.full((2,), -1), gt=gt))
     assert circo["R@10"] == 0.5 and circo["R@50"] == 0.5

@@ -74,3 +74,80 @@ def test_query_is_the_prompt_with_phi_injected(model):
     other = Pic2Word(clip="tiny", prompt="a photo of * , {}", placeholder="*")
     other.phi.load_state_dict(model.phi.state_dict())
     assert not torch.allclose(other.eval().encode_query(batch), z)
+
+
+def fashioniq_batch() -> dict:
+    return {
+        "reference": torch.zeros(2, 3, 64, 64),
+        "index": torch.arange(2),
+        "text": ["is red and has long sleeves", "is blue and shorter"],
+        "text_reversed": ["has long sleeves and is red", "shorter and is blue"],
+        "caption_1": ["is red.", "is blue "],
+        "caption_2": ["has long sleeves", "shorter?"],
+    }
+
+
+@pytest.mark.parametrize(
+    "rule, want",
+    [
+        # the benchmark's rule: both stripped orders, two encodings averaged
+        ("both-orders", ["is red and has long sleeves", "is blue and shorter",
+                         "has long sleeves and is red", "shorter and is blue"]),
+        # Pic2Word's official src/data.py: one order, second caption first, as written
+        ("pic2word-official", ["has long sleeves and is red.", "shorter? and is blue "]),
+    ],
+)  # fmt: skip
+def test_fashioniq_caption_rule(rule, want, monkeypatch):
+    model = Pic2Word(clip="tiny", fashioniq_captions=rule)
+    texts: list[str] = []
+
+    def encode_query(batch):
+        texts.extend(batch["text"])
+        return torch.ones(len(batch["text"]), 4)
+
+    monkeypatch.setattr(model, "encode_query", encode_query)
+    z, index = model.embed([fashioniq_batch()], "query")
+    assert texts == want and z.shape == (2, 4) and index.tolist() == [0, 1]
+
+
+def test_fashioniq_caption_rule_is_checked():
+    from zsbench.errors import ZsbenchError
+
+    model = Pic2Word(clip="tiny", fashioniq_captions="c1-first")
+    with pytest.raises(ZsbenchError, match="both-orders, pic2word-official"):
+        model.embed([fashioniq_batch()], "query")
+
+
+def test_official_presets_set_caption_rule_and_training_crop():
+    from zsbench.identity import resolve_identity
+
+    def model_cfg(*overrides):
+        return resolve_identity("pic2word", "synthetic-cir", list(overrides)).cfg["model"]
+
+    official = model_cfg("preset=official-prompt")
+    assert official["fashioniq_captions"] == "pic2word-official"
+    assert model_cfg()["train_crop_scale"] is None
+    paper = model_cfg("preset=paper")
+    assert paper["train_crop_scale"] == [0.9, 1.0]
+
+
+def test_training_crop_only_on_training_images():
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from zsbench.datamodules.cir import SyntheticCIR
+    from zsbench.errors import ZsbenchError
+
+    dm = SyntheticCIR(image_size=32)
+    dm.set_normalization((0.5,) * 3, (0.5,) * 3)
+    assert dm.train_transform is dm.transform  # no crop asked: the evaluation transform
+    dm.set_train_crop([0.9, 1.0])
+    crops = [t for t in dm.train_transform.transforms if isinstance(t, T.RandomResizedCrop)]
+    assert len(crops) == 1 and crops[0].scale == (0.9, 1.0)
+    assert not any(isinstance(t, T.RandomResizedCrop) for t in dm.transform.transforms)
+    image = Image.fromarray((torch.rand(40, 50, 3) * 255).byte().numpy())
+    torch.manual_seed(0)
+    a, b = dm.train_transform(image), dm.train_transform(image)
+    assert a.shape == (3, 32, 32) and not torch.equal(a, b)
+    with pytest.raises(ZsbenchError, match="train_crop_scale"):
+        dm.set_train_crop([0.5, 1.5])

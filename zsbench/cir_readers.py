@@ -310,14 +310,22 @@ def _coco_file(image_id: str) -> str:
     return f"COCO2017_unlabeled/unlabeled2017/{int(image_id):012d}.jpg"
 
 
-def read_circo(root: str | Path, split: str = "val", image_root=None, gallery=None) -> CIRSplit:
+def read_circo(
+    root: str | Path,
+    split: str = "val",
+    image_root=None,
+    gallery=None,
+    annotation_gallery: bool = False,
+) -> CIRSplit:
     """CIRCO ``val`` / ``test``: queries (targets = ``gt_img_ids``, main target first).
 
-    The official gallery is every COCO 2017 unlabeled image, listed by
-    ``COCO2017_unlabeled/annotations/image_info_unlabeled2017.json`` under the image root.
-    Without it (annotations only) the gallery is the sorted union of the annotations' image
-    ids, which is NOT the official gallery (``gallery_source`` says which); pass ``gallery`` (a
-    list of image ids) to set it explicitly. Image names are the ids as strings.
+    The official gallery is every COCO 2017 unlabeled image (123,403), listed by
+    ``COCO2017_unlabeled/annotations/image_info_unlabeled2017.json`` under the image root;
+    without that file it is an error, because ranking a smaller gallery inflates every metric.
+    ``annotation_gallery=True`` asks for the sorted union of the annotations' image ids
+    instead (for tests and for scoring ranked lists, which needs no gallery; ``gallery_source``
+    records it); ``gallery`` (a list of image ids) sets it explicitly. Image names are the ids
+    as strings.
     """
     if split not in CIRCO_SPLITS:
         raise ZsbenchError(f"CIRCO split must be one of {CIRCO_SPLITS}, got {split!r}.")
@@ -346,6 +354,14 @@ def read_circo(root: str | Path, split: str = "val", image_root=None, gallery=No
     elif info.is_file():
         imgs = _load_json(info, "COCO image info", _CIRCO_LAYOUT)["images"]
         names, source = [str(im["id"]) for im in imgs], "image_info_unlabeled2017.json"
+    elif not annotation_gallery:
+        raise ZsbenchError(
+            f"CIRCO's gallery list {info} is missing: the official gallery is all 123,403 COCO "
+            "2017 unlabeled images it lists (download: docs/cir.md). Without it only the "
+            "annotations' own images could be ranked, which inflates every metric; ask for "
+            "that explicitly with --set dataset.annotation_gallery=true (recorded in the "
+            "result, not comparable to published numbers)."
+        )
     else:
         ids = {int(q.reference) for q in queries} | {int(t) for q in queries for t in q.targets}
         names = [str(i) for i in sorted(ids)]

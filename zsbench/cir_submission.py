@@ -313,7 +313,10 @@ def run(args: argparse.Namespace) -> int:
     """Score each predictions file and print the metrics (x100, as the servers report them)."""
     if not args.data_root:
         raise ZsbenchError("no data root: pass --data-root DIR or set ZSBENCH_DATA.")
-    split = _READERS[args.dataset](_dataset_dir(Path(args.data_root), args.dataset), args.split)
+    where = _dataset_dir(Path(args.data_root), args.dataset)
+    # scoring a ranked list needs the queries and their targets, not CIRCO's gallery list
+    extra = {"annotation_gallery": True} if args.dataset == "circo" else {}
+    split = _READERS[args.dataset](where, args.split, **extra)
     results = {str(p): score_submission(Path(p), split) for p in args.predictions}
     if args.json:
         print(json.dumps(results, indent=2))

@@ -43,6 +43,7 @@ PREFERRED = ["mAP@all", "P@100", "mAP@200", "P@200"]
 # CIRR's R@k and R_subset@k (the synthetic data uses CIRCO's protocol)
 PREFERRED_CIR = ["mean/R@10", "mean/R@50", "mAP@5", "mAP@10", "mAP@25", "mAP@50"]
 PREFERRED_CIR += ["R@1", "R@5", "R@10", "R@25", "R@50", "R_subset@1", "R_subset@2", "R_subset@3"]
+PREFERRED_CIR += ["Avg"]  # CIRR's (R@5 + R_subset@1) / 2
 PREFERRED += PREFERRED_CIR
 
 

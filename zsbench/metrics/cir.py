@@ -17,6 +17,8 @@ Definitions (the official evaluation code of SEARLE / LinCIR, the CIRR server, C
 * CIRR ``R@k``: the same with the query's reference image removed from the gallery.
 * CIRR ``R_subset@k``: the rank of the target among the query's ``img_set`` members, with the
   reference removed (5 candidates in CIRR), <= k; k in 1, 2, 3.
+* CIRR ``Avg``: (R@5 + R_subset@1) / 2, the single number most CIRR tables print (CIRR's
+  paper; SEARLE, LinCIR), present when both parts are computed.
 * CIRCO ``mAP@k``: per query ``AP@k = sum over ground truths ranked <= k of precision at their
   rank, divided by min(#gt, k)``; averaged over queries. CIRCO does not remove the reference.
   CIRCO ``R@k`` uses the main target only (``target_img_id``, the first of ``gt_img_ids``).
@@ -289,7 +291,8 @@ def cirr_metrics(
     subset_ks: Sequence[int] = CIRR_SUBSET_KS,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> dict[str, float]:
-    """CIRR R@1/5/10/50 with the reference removed, and R_subset@1/2/3 within ``img_set``."""
+    """CIRR R@1/5/10/50 with the reference removed, R_subset@1/2/3 within ``img_set``, and
+    their ``Avg`` (R@5 + R_subset@1) / 2."""
     t = index_tensor(target, "target", 1)
     r = index_tensor(reference, "reference", 1)
     m = index_tensor(members, "members", 2)
@@ -300,6 +303,8 @@ def cirr_metrics(
         sub.append(subset_ranks(s, t[sl], m[sl], r[sl]))
     out = recall_from_ranks(torch.cat(full), ks)
     out.update(recall_from_ranks(torch.cat(sub), subset_ks, prefix="R_subset@"))
+    if "R@5" in out and "R_subset@1" in out:
+        out["Avg"] = (out["R@5"] + out["R_subset@1"]) / 2
     return out
 
 

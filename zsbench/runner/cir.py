@@ -127,6 +127,7 @@ def run_cir(
     model = _seeded_model(plan.method_cls, seed, **cfg["model"])
     info = model.backbone_info
     dm.set_normalization(info.mean, info.std)
+    dm.set_train_crop(getattr(model, "hparams", {}).get("train_crop_scale"))
     loggers = _loggers(root, plan.run_name(dataset, method), seed, cfg, wandb_requested(wandb))
     timings: dict[str, float | bool] = {}
     t0 = time.perf_counter()
