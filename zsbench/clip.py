@@ -326,9 +326,7 @@ def encode_text(
     text = model.text_model
     length = embeds.shape[1]
     h = embeds + text.embeddings.position_embedding(text.embeddings.position_ids[:, :length])
-    mask = create_causal_mask(
-        config=text.config, inputs_embeds=h, attention_mask=None, past_key_values=None
-    )
+    mask = create_causal_mask(**_causal_mask_arguments(create_causal_mask, text.config, h))
     _check_depth(len(deep), len(text.encoder.layers), "text")
     for i, layer in enumerate(text.encoder.layers):
         if 1 <= i <= len(deep):
@@ -341,6 +339,21 @@ def encode_text(
     h = text.final_layer_norm(h)
     pooled = h[torch.arange(h.shape[0], device=h.device), eos_index.to(h.device)]
     return model.text_projection(pooled)
+
+
+def _causal_mask_arguments(create_causal_mask, config, h: Tensor) -> dict:
+    """Keyword arguments of transformers' `create_causal_mask` for a cache-free forward, by
+    the names the installed release uses (5.0: `input_embeds`, `cache_position`,
+    `past_key_values`; later 5.x: `inputs_embeds`, `cache`)."""
+    import inspect
+
+    params = inspect.signature(create_causal_mask).parameters
+    kwargs = {"config": config, "attention_mask": None}
+    kwargs["inputs_embeds" if "inputs_embeds" in params else "input_embeds"] = h
+    if "cache_position" in params:
+        kwargs["cache_position"] = torch.arange(h.shape[1], device=h.device)
+    kwargs["cache" if "cache" in params else "past_key_values"] = None
+    return kwargs
 
 
 def _check_depth(n_deep: int, n_layers: int, side: str) -> None:
