@@ -6,6 +6,7 @@ category for FashionIQ (each category has its own gallery and is scored separate
 
   query    {"reference": images, "text": modification texts, "index"}; FashionIQ adds
            "text_reversed" (its two captions in the other order, see fashioniq_caption_pair)
+           and "caption_1", "caption_2" (as written, for a method's own caption rule)
   gallery  {"image", "index"}
 
 Zero-shot methods never train on the benchmark's CIR triplets. They train on what `train_on`
@@ -16,15 +17,22 @@ at them (`train_images=DIR`, `train_captions=FILE`, `train_triplets=FILE`), as t
 on CC3M / ImageNet images or caption corpora that are not part of the benchmarks.
 
 Images go through CLIP's preprocessing (bicubic resize of the short side, centre crop,
-normalisation with the method's statistics, set by the runner); training images too, without
-augmentation, as the official Pic2Word / SEARLE code does.
+normalisation with the method's statistics, set by the runner); training images too, unless
+the method asks for Pic2Word's random resized crop (`set_train_crop`). `skip_bad=true` skips
+unreadable training images as they are met (counted in the result's split_manifest);
+evaluation images are never skipped, since that would change the benchmark.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import json
+import os
+import sys
+import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -123,7 +131,20 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.dm.train_transform(load_image(str(self.paths[i]))), "index": i}
+        """Image `i`; with `dataset.skip_bad=true` an unreadable file is noted (the result
+        counts it) and the next readable one is served in its place."""
+        n = len(self.paths)
+        for k in range(n):
+            j = (i + k) % n
+            try:
+                image = load_image(str(self.paths[j]))
+            except ZsbenchError:
+                if not self.dm.skip_bad:
+                    raise
+                self.dm.note_bad(str(self.paths[j]))
+                continue
+            return {"image": self.dm.train_transform(image), "index": j}
+        raise ZsbenchError(f"none of the {n} training images can be read (dataset.skip_bad=true).")
 
 
 class RecordDataset(Dataset):
@@ -140,6 +161,13 @@ class RecordDataset(Dataset):
 
 
 # --------------------------------------------------------------------------- base
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 class CIRDataModule(L.LightningDataModule):
@@ -159,6 +187,7 @@ class CIRDataModule(L.LightningDataModule):
         train_captions: str | None = None,
         train_triplets: str | None = None,
         max_train_items: int | None = None,
+        skip_bad: bool = False,
     ) -> None:
         super().__init__()
         if max_train_items is not None and int(max_train_items) < 1:
@@ -171,6 +200,13 @@ class CIRDataModule(L.LightningDataModule):
             "text_triplets": train_triplets,
         }
         self.max_train_items = max_train_items
+        # unreadable training images are skipped when they are met (a corpus such as CC3M is
+        # too large to decode up front), each noted in a file that loader workers append to
+        self.skip_bad = bool(skip_bad)
+        self._bad_log = os.path.join(
+            tempfile.gettempdir(), f"zsbench-bad-images-{os.getpid()}-{uuid.uuid4().hex[:8]}.txt"
+        )
+        atexit.register(_remove_quietly, self._bad_log)
         self.batch_size, self.eval_batch_size, self.num_workers = 64, 256, 0
         self.mean: tuple[float, ...] = (0.5, 0.5, 0.5)
         self.std: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -222,9 +258,27 @@ class CIRDataModule(L.LightningDataModule):
     def labels(self, group: EvalGroup) -> CIRLabels:
         return group.data.labels()
 
+    def note_bad(self, path: str) -> None:
+        """Record an unreadable training image skipped under `skip_bad` (any process)."""
+        print(f"zsbench: skipping unreadable training image {path}", file=sys.stderr)
+        with open(self._bad_log, "a", encoding="utf-8") as f:
+            f.write(path + "\n")
+
+    @property
+    def skipped_bad(self) -> list[str]:
+        """The unreadable training images skipped so far (sorted, unique)."""
+        try:
+            with open(self._bad_log, encoding="utf-8") as f:
+                return sorted({line.rstrip("\n") for line in f if line.strip()})
+        except FileNotFoundError:
+            return []
+
     def manifest(self) -> dict:
         """The split record that goes into every result."""
+        bad = self.skipped_bad
         return {
+            "n_skipped_bad": len(bad),
+            "skipped_bad": bad[:20],
             "name": self.split.name,
             "hash": self.split.hash,
             "protocol": self.protocol,
@@ -449,8 +503,11 @@ class SyntheticCIR(CIRDataModule):
         cache: str | None = None,
         image_size: int = 224,
         max_train_items: int | None = None,
+        skip_bad: bool = False,
     ) -> None:
-        super().__init__(split=split, image_size=image_size, max_train_items=max_train_items)
+        super().__init__(
+            split=split, image_size=image_size, max_train_items=max_train_items, skip_bad=skip_bad
+        )
         self.params = dict(
             n_shapes=n_shapes,
             n_colours=n_colours,
@@ -512,6 +569,7 @@ class RealCIRDataModule(CIRDataModule):
         train_captions: str | None = None,
         train_triplets: str | None = None,
         max_train_items: int | None = None,
+        skip_bad: bool = False,
     ) -> None:
         super().__init__(
             split=split,
@@ -520,6 +578,7 @@ class RealCIRDataModule(CIRDataModule):
             train_captions=train_captions,
             train_triplets=train_triplets,
             max_train_items=max_train_items,
+            skip_bad=skip_bad,
         )
         self.root = root
         self.image_root = image_root

@@ -25,7 +25,7 @@ from zsbench.leaderboard import build_leaderboard, format_table
 from zsbench.methods.base import CIRMethod, MethodMetadata
 from zsbench.metrics.cir import CIRLabels, ap_at_k
 from zsbench.results import extras_path
-from zsbench.runner import cir_chance
+from zsbench.runner import bench, cir_chance
 
 # A synthetic CIR dataset small enough for a CPU test run in seconds (36 combinations, 2 scenes;
 # test: ~11 combinations, ~22 queries). Method YAMLs add clip=tiny and image_size=64.
@@ -287,3 +287,21 @@ def test_leaderboard_orders_each_task_by_its_own_headline_metric():
     assert df[df.task == "cir"].method.tolist() == ["b", "a"]  # by R@1, not R_subset@1
     table = format_table(df, max_metrics=1)
     assert "mAP@all" in table and "R@1" in table and "R_subset@1" not in table
+
+
+def test_unreadable_training_image_is_an_error_or_skipped_and_counted(tmp_path):
+    """A broken training image stops the run with the fix named; with dataset.skip_bad=true
+    it is skipped, the next image served, and the result counts it."""
+    cache = tmp_path / "data"
+    dm = SyntheticCIR(**TINY_KW, cache=str(cache))
+    broken = dm.own_train_images()[2]
+    broken.write_bytes(b"not a png")
+    base = [*TINY_CIR, f"dataset.cache={cache}"]
+    with pytest.raises(ZsbenchError, match="dataset.skip_bad=true"):
+        bench("pic2word", "synthetic-cir", 0, base, results=tmp_path / "a", progress=False)
+    out = bench("pic2word", "synthetic-cir", 0, [*base, "dataset.skip_bad=true"],
+                results=tmp_path / "b", progress=False)  # fmt: skip
+    rec = json.loads(out.path.read_text())
+    assert rec["status"] == "ok"
+    assert rec["split_manifest"]["n_skipped_bad"] == 1
+    assert rec["split_manifest"]["skipped_bad"] == [str(broken)]
