@@ -57,6 +57,7 @@ def test_local_weights_file_and_random(tmp_path):
     torch.save(net.state_dict(), tmp_path / "r.pth")
     model, info = create_backbone("resnet10t", str(tmp_path / "r.pth"))
     assert info.weights_sha256 and info.weights == str(tmp_path / "r.pth")
+    assert info.pretrained_on == "unknown"  # a user's file is not claimed as ImageNet
     torch.testing.assert_close(
         model.state_dict()["conv1.0.weight"], net.state_dict()["conv1.0.weight"]
     )

@@ -33,4 +33,8 @@ def test_wordnet_ids_decide_when_photos_carry_them():
     clean = imagenet_overlap({"mouse": {mouse_animal}}, "imagenet-1k")
     assert not clean["leak"]
     assert imagenet_overlap({"mouse": {computer_mouse}}, None) is None  # no pretraining: no flag
+    # a user's weights file of unknown pretraining is checked as if ImageNet, and says so
+    guess = imagenet_overlap({"songbird": {goldfinch}}, "unknown")
+    assert guess["leak"] and guess["pretrained_on"] == "unknown"
+    assert imagenet_overlap({"songbird": {goldfinch}}, "openai-clip") is None
     assert photo_wnids(["/a/n02330245_123.jpg", "/b/x.png"]) == {mouse_animal}

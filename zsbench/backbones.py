@@ -41,7 +41,8 @@ class BackboneInfo:
     name: str
     weights: str  # "random", or the resolved file path
     weights_sha256: str | None
-    pretrained_on: str | None  # "imagenet-1k" when its classes may overlap unseen classes
+    pretrained_on: str | None  # "imagenet-1k" (its classes may overlap unseen classes),
+    # "unknown" (a weights file the user named: checked for overlap as if ImageNet), None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     feature_dim: int
@@ -201,7 +202,10 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default"):
         pretrained_on, mean, std = "imagenet-1k", tuple(record["mean"]), tuple(record["std"])
     else:
         cfg = model.pretrained_cfg or {}
-        pretrained_on = "imagenet-1k" if path is not None else None
+        # timm's default weights (the HF cache, $ZSBENCH_WEIGHTS/<name>.*) are its ImageNet
+        # ones; a file the user names may hold anything, so it is not claimed as ImageNet
+        user_file = path is not None and weights not in ("default", "random")
+        pretrained_on = "unknown" if user_file else "imagenet-1k" if path is not None else None
         mean = tuple(cfg.get("mean", IMAGENET_MEAN))
         std = tuple(cfg.get("std", IMAGENET_STD))
     info = BackboneInfo(

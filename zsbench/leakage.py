@@ -41,8 +41,10 @@ def photo_wnids(paths: Iterable[str]) -> set[str]:
 
 
 def imagenet_overlap(unseen: dict[str, set[str]], pretrained_on: str | None) -> dict | None:
-    """`unseen`: class name -> WordNet ids of its photos (empty set when unknown)."""
-    if pretrained_on != "imagenet-1k":
+    """`unseen`: class name -> WordNet ids of its photos (empty set when unknown).
+    `pretrained_on` "unknown" (a user's weights file) is checked as if ImageNet-1k: the
+    overlap is what a reader must know about, and the record says it is a guess."""
+    if pretrained_on not in ("imagenet-1k", "unknown"):
         return None
     from zsbench.splits import class_key
 
