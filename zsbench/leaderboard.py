@@ -3,10 +3,12 @@
 One row per (task, dataset, split, metric spec, method); for each metric its mean and std over
 seeds and the number of seeds. A metric some seed lacks stays empty for that row (never
 averaged over the seeds that have it), and a method that lacks a metric has an empty cell.
-Two reference columns say what a number means without a second table: `chance`, the expected
-headline metric of a random ranking on that data, and `vs frozen`, the headline metric minus
-the `frozen` baseline's in the same (task, dataset, split, spec) group (a trained method that
-does not beat the features it starts from has learnt nothing usable for unseen classes).
+Three reference columns say what a number means without a second table: `chance`, the
+expected headline metric of a random ranking on that data; `vs frozen`, the headline metric
+minus the `frozen` baseline's in the same (task, dataset, split, spec) group (a trained method
+that does not beat the features it starts from has learnt nothing usable for unseen classes);
+and `vs centred`, the same against `frozen-centred` (those features centred per domain by
+seen-class training means, the stronger no-training reference, issue 29).
 
 Published numbers (zsbench.reported) join only when asked (`build_leaderboard(records,
 reported)`, `zsbench leaderboard --reported`): each one as its own row, method `<name> [paper]`,
@@ -34,10 +36,13 @@ from zsbench.results import load_checked_results, write_text_atomic
 
 KEY = ["task", "dataset", "split", "spec", "method", "variant"]
 # per-row columns that are not metrics
-INFO_COLUMNS = ("config", "n_seeds", "seeds", "leak", "notes", "chance", "vs frozen", "source")
+# the reference columns: `vs <name>` = headline metric minus that baseline method's
+BASELINES = {"vs frozen": "frozen", "vs centred": "frozen-centred"}
+REFERENCE_COLUMNS = ("chance", *BASELINES)
+INFO_COLUMNS = ("config", "n_seeds", "seeds", "leak", "notes", *REFERENCE_COLUMNS, "source")
 REPORTED_PREFIX = "reported: "  # the `source` cell of a published number's row
 REPORTED_CSV = "leaderboard-reported.csv"  # `zsbench leaderboard --reported` (and its .md)
-BASELINE = "frozen"  # the method `vs frozen` is measured against
+BASELINE = BASELINES["vs frozen"]  # the method `vs frozen` is measured against
 PREFERRED = ["mAP@all", "P@100", "mAP@200", "P@200"]
 # ZS-CIR main metrics, each dataset's headline first: FashionIQ's category means, CIRCO's mAP@k,
 # CIRR's R@k and R_subset@k (the synthetic data uses CIRCO's protocol)
@@ -134,19 +139,21 @@ def _measured(records: list[dict]) -> pd.DataFrame:
     # best first within each (task, dataset, split, spec) by its own headline metric
     df["_main"] = np.nan
     df["chance"] = np.nan
-    df["vs frozen"] = np.nan
+    for column in BASELINES:
+        df[column] = np.nan
     for _, idx in df.groupby(KEY[:4]).groups.items():
         main = headline_metric(df.loc[idx])
         if main:
             df.loc[idx, "_main"] = df.loc[idx, main]
             df.loc[idx, "chance"] = [_float(c.get(main)) for c in df.loc[idx, "_chance"]]
             for i in idx:
-                ref = _frozen_reference(df.loc[idx], df.loc[i])
-                if ref is not None and pd.notna(df.loc[ref, main]):
-                    df.loc[i, "vs frozen"] = df.loc[i, main] - df.loc[ref, main]
+                for column, baseline in BASELINES.items():
+                    ref = _frozen_reference(df.loc[idx], df.loc[i], baseline)
+                    if ref is not None and pd.notna(df.loc[ref, main]):
+                        df.loc[i, column] = df.loc[i, main] - df.loc[ref, main]
     df = df.sort_values([*KEY[:4], "_main"], ascending=[True] * 4 + [False], na_position="last")
     # the reference columns after the metrics, so the CSV reads "scores, then what they mean"
-    order = [c for c in df.columns if c not in ("chance", "vs frozen")] + ["chance", "vs frozen"]
+    order = [c for c in df.columns if c not in REFERENCE_COLUMNS] + list(REFERENCE_COLUMNS)
     return df[order].drop(columns=["_main", "_chance", "_backbone"]).reset_index(drop=True)
 
 
@@ -162,14 +169,14 @@ def _backbone(record: dict) -> str:
     return str((record.get("backbone") or {}).get("name") or "")
 
 
-def _frozen_reference(group: pd.DataFrame, row: pd.Series):
-    """The `frozen` row a row is compared with: the one on the same backbone, else the
+def _frozen_reference(group: pd.DataFrame, row: pd.Series, baseline: str = BASELINE):
+    """The `baseline` row a row is compared with: the one on the same backbone, else the
     default-config one (no override but the spec: a result re-scored with another spec has a
-    variant of its own but the default config); None for frozen rows themselves or when
-    neither is unique."""
-    if row["method"] == BASELINE:
+    variant of its own but the default config); None for the baseline's rows themselves or
+    when neither is unique."""
+    if row["method"] == baseline:
         return None
-    frozen = group[group["method"] == BASELINE]
+    frozen = group[group["method"] == baseline]
     same = frozen[frozen["_backbone"] == row["_backbone"]]
     if len(same) == 1:
         return same.index[0]
@@ -225,8 +232,8 @@ def add_reported(board: pd.DataFrame, records: list[dict], reported: list) -> pd
         if p in out and f"{p} std" not in out:
             out[f"{p} std"] = np.nan
     # metric columns a reported row brought keep leaderboard order; reference columns last
-    info = [c for c in out.columns if c not in ("chance", "vs frozen", "source")]
-    return out[[*info, "chance", "vs frozen", "source"]]
+    info = [c for c in out.columns if c not in (*REFERENCE_COLUMNS, "source")]
+    return out[[*info, *REFERENCE_COLUMNS, "source"]]
 
 
 def _reported_rows(key: tuple, matches: list, runs: list[dict]) -> list[dict]:
@@ -341,8 +348,9 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
         ]
     if "chance" in df and df["chance"].notna().any():
         out["chance"] = ["" if pd.isna(c) else _sig4(c) for c in df["chance"]]
-    if "vs frozen" in df and df["vs frozen"].notna().any():
-        out["vs frozen"] = ["" if pd.isna(d) else f"{d:+#.4g}" for d in df["vs frozen"]]
+    for column in BASELINES:
+        if column in df and df[column].notna().any():
+            out[column] = ["" if pd.isna(d) else f"{d:+#.4g}" for d in df[column]]
     if "notes" in df and df["notes"].fillna("").astype(bool).any():
         out["notes"] = df["notes"].fillna("")
     if reported.any():

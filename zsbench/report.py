@@ -34,6 +34,7 @@ from PIL import Image
 from zsbench import __version__
 from zsbench.errors import ZsbenchError
 from zsbench.leaderboard import (
+    BASELINES,
     KEY,
     build_leaderboard,
     headline_metric,
@@ -192,7 +193,7 @@ def leaderboard_section(board: pd.DataFrame) -> str:
     for (task, dataset, split), rows in board.groupby(KEY[:3], sort=True):
         metrics = metric_columns(rows)
         reported = paper_rows[rows.index]
-        columns = ["method", "spec", "n_seeds", "seeds", "leak", *metrics, "vs frozen", "notes"]
+        columns = ["method", "spec", "n_seeds", "seeds", "leak", *metrics, *BASELINES, "notes"]
         head = "".join(f"<th>{_e(h)}</th>" for h in columns + ["source"] * bool(reported.any()))
         # best among the measured rows only: a paper's number is another setting
         best = {m: rows.loc[~reported, m].max() for m in metrics}
@@ -213,8 +214,8 @@ def leaderboard_section(board: pd.DataFrame) -> str:
                 f'<tr class="row"><td class="method"{_config_title(r)}>{_e(method_label(r))}'
                 f"</td><td>{_e(r['spec'])}"
                 f"</td><td>{r['n_seeds']}</td><td>{_e(r['seeds'])}</td>{leak}{cells}"
-                f"<td>{_e(_gap(r.get('vs frozen')))}</td>"
-                f'<td class="notes">{_e(r.get("notes") or "")}</td>'
+                + "".join(f"<td>{_e(_gap(r.get(c)))}</td>" for c in BASELINES)
+                + f'<td class="notes">{_e(r.get("notes") or "")}</td>'
                 + ("<td></td>" if reported.any() else "")
                 + "</tr>"
             )
@@ -234,7 +235,9 @@ def leaderboard_section(board: pd.DataFrame) -> str:
     parts.append(
         '<p class="note">mean ± std over seeds (std with ddof=1, empty for one seed); best per '
         "column in bold; leak = the backbone's pretraining classes overlap the unseen classes; "
-        "vs frozen = the main metric minus the frozen baseline's on the same data. "
+        "vs frozen = the main metric minus the frozen baseline's on the same data; vs centred "
+        "= the same against frozen-centred (the frozen features centred per domain by "
+        "seen-class training means, the stronger no-training reference). "
         f"Per-class means are in leaderboard.csv.{paper}</p></section>"
     )
     return "\n".join(parts)
@@ -258,8 +261,10 @@ def _reported_row(r: pd.Series, metrics: list[str]) -> str:
     cells = "".join(f"<td>{'' if pd.isna(r[m]) else f'{r[m]:.4f}'}</td>" for m in metrics)
     return (
         f'<tr class="row reported"><td class="method">{_e(r["method"])}</td>'
-        f"<td>{_e(r['spec'])}</td><td></td><td></td><td></td>{cells}<td></td>"
-        f'<td class="notes">{_e(r.get("notes") or "")}</td>'
+        f"<td>{_e(r['spec'])}</td><td></td><td></td><td></td>{cells}"
+        + "<td></td>"
+        * len(BASELINES)
+        + f'<td class="notes">{_e(r.get("notes") or "")}</td>'
         f'<td class="source">{_e(r.get("source") or "")}</td></tr>'
     )
 

@@ -142,6 +142,8 @@ def train_sbir(
         train = None if plan.eval_only else train_loader(dm, model, cfg["model"])
         fit_fields = fit_method(plan, model, method, loggers, progress,
                                 train_dataloaders=train, val_dataloaders=val)  # fmt: skip
+    elif hasattr(model, "fit_statistics"):  # no training, statistics of the seen-class data
+        fit_fields = {"fitted": model.fit_statistics(dm)}
     timings["train_s"] = time.perf_counter() - t0
     return TrainedRun(model, device, timings, backbone, side_info, loggers, fit_fields)
 
