@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,10 +209,18 @@ class SBIRDataModule(L.LightningDataModule):
         return f"{item.label}/{item.domain}/{Path(item.path).name}"
 
     def fingerprint(self) -> str:
-        """Identifies the data on disk (for the feature cache): default, a hash of the item list."""
+        """Identifies the data on disk (for the feature cache): a hash of the item list and of
+        each file's size and modification time. Why not the bytes: hashing every image of
+        Sketchy or QuickDraw-Ext would cost more than extracting its features; a file replaced
+        in place (a new copy, an edit, a re-download) gets a new mtime, so it still misses."""
         h = hashlib.sha256()
         for it in self.items:
-            h.update(f"{it.path}|{it.label}|{it.domain}\n".encode())
+            try:
+                st = os.stat(it.path)
+                stamp = f"{st.st_size}|{st.st_mtime_ns}"
+            except OSError:  # unreadable: extraction will name it (or skip_bad dropped it)
+                stamp = "missing"
+            h.update(f"{it.path}|{it.label}|{it.domain}|{stamp}\n".encode())
         return h.hexdigest()[:16]
 
     # -- the protocol -------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +99,42 @@ def test_feature_cache_hits_and_invalidates(tmp_path, monkeypatch):
     # another backbone / weights: another key
     _, _, s4 = cached_features(dm, "resnet10t", "random", root=tmp_path, progress=False)
     assert s4["key"] not in (s1["key"], s3["key"])
+
+
+def test_files_replaced_in_place_miss_the_cache(tmp_path):
+    """Same paths, new contents (a re-download, an edit): the fingerprint holds each file's
+    size and mtime, so the old features are not served for the new images."""
+    dm = tiny_dm(tmp_path)
+    f1, _, s1 = cached_features(dm, root=tmp_path, progress=False)
+    photo = next(it.path for it in dm.items if it.domain == 1)
+    os.utime(photo, ns=(time.time_ns(), time.time_ns() + 10**9))
+    f2, _, s2 = cached_features(tiny_dm(tmp_path), root=tmp_path, progress=False)
+    assert not s2["cache_hit"] and s2["key"] != s1["key"]
+
+
+@pytest.mark.parametrize("fault", ["overwrite", "truncate", "meta", "no-meta"])
+def test_a_damaged_cache_entry_is_rebuilt_never_used(fault, tmp_path, capsys):
+    """Each entry carries its array's sha256: zeroing part of it (same size), truncating it or
+    losing its meta.json rebuilds the entry with one line naming the file."""
+    f1, _, s1 = cached_features(tiny_dm(tmp_path), root=tmp_path, progress=False)
+    good = np.array(f1)
+    target = Path(s1["path"])
+    raw = target.read_bytes()
+    if fault == "overwrite":
+        target.write_bytes(raw[: len(raw) // 2] + bytes(len(raw) - len(raw) // 2))
+    elif fault == "truncate":
+        target.write_bytes(raw[: len(raw) - 100])
+    elif fault == "meta":
+        (target.parent / "meta.json").write_text("{not json")
+    else:
+        (target.parent / "meta.json").unlink()
+    capsys.readouterr()
+    f2, _, s2 = cached_features(tiny_dm(tmp_path), root=tmp_path, progress=False)
+    err = capsys.readouterr().err
+    assert not s2["cache_hit"] and str(target) in err and "extracting again" in err
+    np.testing.assert_array_equal(np.array(f2), good)
+    _, _, s3 = cached_features(tiny_dm(tmp_path), root=tmp_path, progress=False)
+    assert s3["cache_hit"]  # the rebuilt entry is whole again
 
 
 def test_concurrent_extraction_of_one_key_extracts_once(tmp_path, monkeypatch):

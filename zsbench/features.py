@@ -3,10 +3,12 @@ compute settings).
 
 Frozen-backbone methods train on these. Features live as .npy files under
 `<cache>/features/<key>/` and are opened memory-mapped; the key hashes every part that changes
-them (the compute settings too: memory layout, autocast and device type change the last bits),
-so a change of any part extracts anew and features computed differently never mix. Two runs
-extracting the same key at once are serialised by a file lock, and a file only appears under
-its final name once complete.
+them (the compute settings too: memory layout, autocast and device type change the last bits;
+the items by path, size and mtime, see `fingerprint`), so a change of any part extracts anew
+and features computed differently never mix. Each entry's meta.json holds the sha256 of its
+array, checked on every load: a truncated, overwritten or unreadable entry is extracted again
+with one line naming the file, never used. Two runs extracting the same key at once are
+serialised by a file lock, and a file only appears under its final name once complete.
 
 Extraction runs at the backbone's speed: `channels_last` and inference mode, bf16 autocast on
 CUDA, decoding in DataLoader workers overlapped with the forward passes (pinned memory on
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,7 +32,9 @@ from filelock import FileLock
 from zsbench.backbones import BackboneInfo, create_backbone
 from zsbench.progress import progress as progress_bar
 
-CACHE_FORMAT = 2  # 2: compute settings in the key (format-1 features were contiguous fp32)
+# 2: compute settings in the key (format-1 features were contiguous fp32); 3: file sizes and
+# mtimes in the key, the array's sha256 in meta.json
+CACHE_FORMAT = 3
 
 
 def cache_dir() -> Path:
@@ -115,6 +120,37 @@ def _extract(model, dm, device: torch.device, progress: bool) -> np.ndarray:
     return np.concatenate(rows)
 
 
+def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def entry_problem(folder: Path, n_items: int) -> str | None:
+    """Why the cache entry in `folder` cannot be used (None: it can): missing, no or
+    unreadable meta.json, a checksum that does not match the array (overwritten, truncated),
+    an array numpy cannot open, or a row count that is not the dataset's."""
+    target, meta_path = folder / "features.npy", folder / "meta.json"
+    if not target.exists():
+        return "missing"
+    try:
+        meta = json.loads(meta_path.read_text())
+        want = meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable checksum in {meta_path}"
+    try:
+        if file_sha256(target) != want:
+            return f"its sha256 does not match {meta_path} (overwritten or truncated)"
+        rows = len(np.load(target, mmap_mode="r"))
+    except (OSError, ValueError) as err:
+        return f"unreadable ({err})"
+    if rows != n_items:
+        return f"{rows} rows for {n_items} items"
+    return None
+
+
 def cached_features(
     dm,
     backbone: str = "efficientnet_lite0",
@@ -136,7 +172,10 @@ def cached_features(
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with FileLock(str(folder / ".lock")):
-        hit = target.exists()
+        problem = entry_problem(folder, len(dm.items))
+        hit = problem is None
+        if problem is not None and target.exists():
+            print(f"zsbench: feature cache {target}: {problem}; extracting again", file=sys.stderr)
         if not hit:
             feats = _extract(model, dm, dev, progress)
             tmp = folder / f"features.{os.getpid()}.tmp.npy"
@@ -148,15 +187,13 @@ def cached_features(
                 "transform": dm.transform_id(),
                 "compute": compute_settings(dev),
                 "shape": list(feats.shape),
+                "sha256": file_sha256(tmp),
             }
-            (folder / "meta.json").write_text(json.dumps(meta, indent=2))
-            os.replace(tmp, target)
-    feats = np.load(target, mmap_mode="r")
-    if len(feats) != len(dm.items):  # a corrupted or foreign file: never use it silently
-        raise RuntimeError(
-            f"Cached features {target} have {len(feats)} rows, expected "
-            f"{len(dm.items)}; delete {folder} and rerun."
-        )
+            os.replace(tmp, target)  # then the meta: a crash in between fails the checksum
+            meta_tmp = folder / f"meta.{os.getpid()}.tmp.json"
+            meta_tmp.write_text(json.dumps(meta, indent=2))
+            os.replace(meta_tmp, folder / "meta.json")
+        feats = np.load(target, mmap_mode="r")
     stats = {
         "cache_hit": hit,
         "seconds": time.perf_counter() - start,
