@@ -130,6 +130,8 @@ def _with_extras(record: dict, path: Path) -> Run:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as err:
         return Run(record, note=f"unreadable extras file {path} ({err})")
+    if extras.get("run_id") != record.get("run_id"):  # a write interrupted between the two
+        return Run(record, note=f"{path} belongs to another run (an interrupted write); no curves")
     return Run(record, extras=extras)
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +69,53 @@ def _umask() -> int:
     return mask
 
 
+_HOST = socket.gethostname().replace(".", "_")
+STALE_TEMP_S = 24 * 3600  # another host's temp file older than this is a dead writer's
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{_HOST}.{os.getpid()}."
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files of `path` that dead writers left (a SIGKILL between mkstemp and
+    rename): on this host those whose process is gone, from other hosts (a shared results
+    folder under Slurm) those older than a day. Returns what was removed."""
+    removed = []
+    for tmp in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        parts = tmp.name[len(Path(path).name) + 2 :].split(".")
+        host, pid = (parts[0], parts[1]) if len(parts) >= 3 else ("", "")
+        try:
+            if host == _HOST and pid.isdigit():
+                dead = not _alive(int(pid))
+            else:  # another host's, or a name from before hosts were recorded
+                dead = time.time() - tmp.stat().st_mtime > STALE_TEMP_S
+            if dead:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` via temp file + fsync + rename (all or nothing), with the
-    permissions a plain `open(path, "w")` would give (mkstemp's temp files are 0600)."""
+    permissions a plain `open(path, "w")` would give (mkstemp's temp files are 0600). Temp
+    files that dead writers left beside `path` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -8,7 +8,6 @@ import time
 import torch
 
 from zsbench.errors import ZsbenchError
-from zsbench.results import extras_path, write_json_atomic
 from zsbench.runner.common import (
     BenchOutcome,
     RunPlan,
@@ -200,5 +199,4 @@ def run_cir(
         leakage=None,
         **fit_fields,
     )
-    write_json_atomic(extras_path(path), {"examples": extras})
-    return publish(path, record, loggers, root)
+    return publish(path, record, loggers, root, extras={"examples": extras})

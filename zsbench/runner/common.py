@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -231,10 +232,17 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def publish(path: Path, record: dict, loggers: list, root: Path) -> BenchOutcome:
-    """Write the result (after its extras), send the final metrics to W&B next to the training
-    curves, rebuild the leaderboard."""
+def publish(
+    path: Path, record: dict, loggers: list, root: Path, extras: dict | None = None
+) -> BenchOutcome:
+    """Write the result, then its extras (both stamped with the record's `run_id`), send the
+    final metrics to W&B next to the training curves, rebuild the leaderboard. Why this order:
+    a kill in between leaves the new result with the previous run's extras, which the report
+    rejects by their run id; the other order would leave the previous result beside extras
+    that are not its own, and nothing written before is ever mixed into another run."""
     write_json_atomic(path, record)
+    if extras is not None:
+        write_json_atomic(extras_path(path), {**extras, "run_id": record["run_id"]})
     _drop_resume_checkpoint(path)
     if record.get("weights") is None:
         _set_aside_old_weights(path)
@@ -333,6 +341,7 @@ def build_record(
     cfg, dm = plan.cfg, plan.dm
     return {
         "schema_version": SCHEMA_VERSION,
+        "run_id": uuid.uuid4().hex,  # ties the result to its extras file (publish)
         "task": plan.meta.task,
         "dataset": dataset,
         "split": dm.split.name,

@@ -200,24 +200,21 @@ def run_sbir(
         world_size=world,
         **run.fit_fields,
     )
-    # artefacts for `zsbench report`, written before the result so a result's extras exist
+    # artefacts for `zsbench report`, written with the result (publish)
     q_items = [dm.items[i] for i in dm.partitions["query"]]
     g_items = [dm.items[i] for i in dm.partitions["gallery"]]
-    write_json_atomic(
-        extras_path(path),
-        run_extras(
-            q,
-            ql,
-            g,
-            gl,
-            model.similarity,
-            [it.path for it in q_items],
-            [it.path for it in g_items],
-            dm.class_names,
-            seed=seed,
-        ),
+    extras = run_extras(
+        q,
+        ql,
+        g,
+        gl,
+        model.similarity,
+        [it.path for it in q_items],
+        [it.path for it in g_items],
+        dm.class_names,
+        seed=seed,
     )
-    outcome = publish(path, record, loggers, root)
+    outcome = publish(path, record, loggers, root, extras=extras)
     for spec in cfg["eval"]["also_specs"] or []:
         if spec != cfg["eval"]["spec"]:
             _publish_respecified(plan, record, spec, (q, ql, g, gl), model, device)
@@ -263,7 +260,7 @@ def _publish_respecified(plan: RunPlan, record: dict, spec: str, embeddings, mod
             "scored_with": str(plan.path),  # the run whose embeddings these are
         }
         source = extras_path(plan.path)
+        write_json_atomic(path, sibling)  # the same run_id as the run's own result
         if source.exists():
             write_json_atomic(extras_path(path), json.loads(source.read_text()))
-        write_json_atomic(path, sibling)
         print(f"Wrote {path} ({spec} spec)")
