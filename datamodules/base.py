@@ -161,6 +161,25 @@ def load_image(path: str) -> Image.Image:
         ) from err
 
 
+def _check_unseen_classes(dm, part: dict[str, list[int]]) -> None:
+    """Every unseen class needs queries (sketches) and gallery items (photos): a class whose
+    folder lost its files would otherwise be dropped from the queries silently, changing the
+    number under the same split name and hash."""
+    counts = {c: [0, 0] for c in dm.split.unseen}
+    for side, name in ((0, "query"), (1, "gallery")):
+        for i in part[name]:
+            counts[dm.items[i].label][side] += 1
+    empty = {c: n for c, n in counts.items() if 0 in n}
+    if empty:
+        listed = ", ".join(f"{c} ({q} sketches, {g} photos)" for c, (q, g) in empty.items())
+        raise ZsbenchError(
+            f"{type(dm).__name__}, split {dm.split.name!r}: unseen class(es) without sketches or "
+            f"photos: {listed}. Restore their files under the data root (or, with "
+            f"dataset.skip_bad=true, they were all unreadable); a split without them is "
+            f"another split: name its unseen classes with --set dataset.unseen=[...]."
+        )
+
+
 def image_is_readable(path: str) -> bool:
     """Whether `path` decodes as an image (full decode: truncated files fail too)."""
     try:
@@ -250,6 +269,7 @@ class SBIRDataModule(L.LightningDataModule):
                 part["val" if held_out else "train"].append(i)
             else:
                 part["query" if it.domain == SKETCH else "gallery"].append(i)
+        _check_unseen_classes(self, part)
         for name in ("train", "query", "gallery"):
             if not part[name]:
                 raise ZsbenchError(

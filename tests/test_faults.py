@@ -80,3 +80,40 @@ def test_sigkilled_writer_keeps_the_old_file_and_its_temp_is_removed_later(tmp_p
     assert json.loads(path.read_text()) == {"newer": 1}
     assert sorted(tmp_path.glob(".seed0.json.*.tmp")) == [fresh]
     assert remove_stale_temps(path) == []  # nothing else to remove
+
+
+def test_an_unseen_class_that_lost_its_sketches_is_an_error_naming_it(tmp_path):
+    """An emptied class folder must not silently shrink the queries under the same split."""
+    from zsbench.datamodules.synthetic import SyntheticSketchy
+    from zsbench.errors import ZsbenchError
+
+    def dm():
+        return SyntheticSketchy(
+            n_shapes=2, n_patterns=2, photos_per_class=3, sketches_per_class=3, render_size=32,
+            image_size=32, unseen=["plain_circle"], cache=str(tmp_path / "data"),
+        )  # fmt: skip
+
+    whole = dm()
+    whole.setup()
+    sketches = [it.path for it in whole.items if it.label == "plain_circle" and it.domain == 0]
+    assert len(sketches) == 3
+    for p in sketches:
+        os.remove(p)
+    with pytest.raises(ZsbenchError, match=r"plain_circle \(0 sketches, 3 photos\)"):
+        dm().setup()
+
+
+def test_a_result_that_cannot_be_written_prints_its_metrics(tmp_path, tiny, monkeypatch, capsys):
+    import errno
+
+    from zsbench.errors import ZsbenchError
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(common, "write_json_atomic", disk_full)
+    with pytest.raises(ZsbenchError, match="No space left on device"):
+        bench("frozen", "synthetic", 0, tiny, results=tmp_path, progress=False)
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.index('{\n  "unwritten_result"') :].split("\n}\n")[0] + "\n}")
+    assert 0 < printed["metrics"]["mAP@all"] <= 1

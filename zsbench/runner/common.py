@@ -240,7 +240,14 @@ def publish(
     a kill in between leaves the new result with the previous run's extras, which the report
     rejects by their run id; the other order would leave the previous result beside extras
     that are not its own, and nothing written before is ever mixed into another run."""
-    write_json_atomic(path, record)
+    try:
+        write_json_atomic(path, record)
+    except OSError as err:  # disk full, read-only folder: the trained run's numbers survive
+        print(json.dumps({"unwritten_result": str(path), "metrics": record["metrics"]}, indent=2))
+        raise ZsbenchError(
+            f"could not write the result {path} ({err}); its metrics are printed above. Free "
+            f"space or fix the folder's permissions, or pass --results-dir elsewhere."
+        ) from err
     if extras is not None:
         write_json_atomic(extras_path(path), {**extras, "run_id": record["run_id"]})
     _drop_resume_checkpoint(path)
