@@ -217,6 +217,27 @@ def _reuse_freed_memory() -> None:
     mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: ...whose freed top is kept (up to 1 GiB)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from zsbench.results import results_dir
+    from zsbench.significance import compare, format_comparison
+
+    c = compare(
+        results_dir(args.results_dir),
+        args.a,
+        args.b,
+        args.dataset,
+        split=args.split,
+        spec=args.spec,
+        metric=args.metric,
+        n_resamples=args.resamples,
+        seed=args.seed,
+    )
+    print(json.dumps(c, indent=2) if args.json else format_comparison(c))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -436,6 +457,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_lazy("zsbench.cir_submission", "run"))
+
+    p = sub.add_parser(
+        "compare",
+        help="paired significance of two rows over their shared queries (zsbench.significance)",
+    )
+    p.add_argument("a", help="method (or method@variant) A")
+    p.add_argument("b", help="method (or method@variant) B")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", default=None, help="needed when the dataset has several splits")
+    p.add_argument("--spec", default="default", help="metric spec of both rows")
+    p.add_argument("--metric", default=None, help="default: the spec's first metric")
+    p.add_argument("--results-dir", default=None)
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap / permutation draws")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("evaluate", help="score features computed elsewhere (.npy or .pt)")
     p.add_argument("--query-features", required=True)

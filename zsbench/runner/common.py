@@ -293,8 +293,9 @@ def _move_other_config(
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     from zsbench.checkpoints import weights_path
+    from zsbench.significance import per_query_path
 
-    for companion in (extras_path, weights_path):  # a result's files travel with it
+    for companion in (extras_path, weights_path, per_query_path):  # a result's files go with it
         if companion(path).exists():
             companion(path).replace(companion(target))
     # the record says which variant it is, so the leaderboard groups it with its own config;

@@ -32,6 +32,7 @@ from zsbench.runner.common import (
     publish,
     wandb_requested,
 )
+from zsbench.significance import per_query_path, query_order_hash, write_per_query
 
 
 def side_information(model_cfg: dict, seen: tuple[str, ...]) -> tuple[dict, dict]:
@@ -175,7 +176,9 @@ def run_sbir(
         device=device,
         class_names=dm.class_names,
         ties=cfg["eval"]["ties"],
+        return_per_query=True,
     )
+    per_query = ev.pop("per_query")
     timings["rank_s"] = ev["seconds"]
     timings["total_s"] = time.perf_counter() - t_start
     timings["encode_items_per_s"] = (len(q) + len(g)) / max(timings["encode_s"], 1e-9)
@@ -214,14 +217,18 @@ def run_sbir(
         dm.class_names,
         seed=seed,
     )
+    order = query_order_hash([dm.holdout_key(dm.items[i]) for i in dm.partitions["query"]])
     outcome = publish(path, record, loggers, root, extras=extras)
+    write_per_query(per_query_path(path), per_query, order, record["run_id"])
     for spec in cfg["eval"]["also_specs"] or []:
         if spec != cfg["eval"]["spec"]:
-            _publish_respecified(plan, record, spec, (q, ql, g, gl), model, device)
+            _publish_respecified(plan, record, spec, (q, ql, g, gl), model, device, order)
     return outcome
 
 
-def _publish_respecified(plan: RunPlan, record: dict, spec: str, embeddings, model, device):
+def _publish_respecified(
+    plan: RunPlan, record: dict, spec: str, embeddings, model, device, order: str
+):
     """The run's embeddings scored under `spec`, written as the result of its own
     `eval.spec=<spec>` variant (with the run's extras) unless that result exists already."""
     from filelock import FileLock
@@ -245,7 +252,9 @@ def _publish_respecified(plan: RunPlan, record: dict, spec: str, embeddings, mod
         cfg = ident.cfg
         ev = evaluate_sbir(q, ql, g, gl, spec=spec, similarity=model.similarity,
                            chunk_size=cfg["eval"]["chunk_size"], device=device,
-                           class_names=plan.dm.class_names, ties=cfg["eval"]["ties"])  # fmt: skip
+                           class_names=plan.dm.class_names, ties=cfg["eval"]["ties"],
+                           return_per_query=True)  # fmt: skip
+        per_query = ev.pop("per_query")
         sibling = {
             **record,
             "variant": ident.variant,
@@ -263,4 +272,5 @@ def _publish_respecified(plan: RunPlan, record: dict, spec: str, embeddings, mod
         write_json_atomic(path, sibling)  # the same run_id as the run's own result
         if source.exists():
             write_json_atomic(extras_path(path), json.loads(source.read_text()))
+        write_per_query(per_query_path(path), per_query, order, record["run_id"])
         print(f"Wrote {path} ({spec} spec)")
