@@ -113,6 +113,10 @@ def train_sbir(
 
     timings: dict[str, float | bool] = {}
     backbone = None
+    params = init_parameters(method_cls)
+    side_info = None
+    if "class_embeddings" in params:  # before the features: a missing WordNet fails in seconds
+        class_embeddings, side_info = side_information(cfg["model"], dm.split.seen)
     if meta.inputs == "features":
         feats, info, stats = cached_features(
             dm, cfg["model"]["backbone"], cfg["model"]["weights"], device=device, progress=progress
@@ -122,10 +126,8 @@ def train_sbir(
         timings["features_s"], timings["feature_cache_hit"] = stats["seconds"], stats["cache_hit"]
 
     provided = dm.data_info()
-    params = init_parameters(method_cls)
-    side_info = None
     if "class_embeddings" in params:
-        provided["class_embeddings"], side_info = side_information(cfg["model"], dm.split.seen)
+        provided["class_embeddings"] = class_embeddings
     model = _seeded_model(
         method_cls, seed, **cfg["model"], **{k: v for k, v in provided.items() if k in params}
     )
