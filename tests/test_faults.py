@@ -128,6 +128,9 @@ def test_missing_side_information_fails_before_feature_extraction(tmp_path, tiny
     calls = []
     monkeypatch.setattr(features, "_extract", lambda *a: calls.append(1))
     monkeypatch.setenv("WORDNET_DIR", str(tmp_path / "no-wordnet"))
+    # A fresh cache: the session's may already hold a copied WordNet (and cached features, which
+    # would hide an extraction that ran first).
+    monkeypatch.setenv("ZSBENCH_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ZsbenchError, match="WordNet"):
         bench("sem-pcyc", "synthetic", 0, [*tiny, "model.semantics=wordnet"], results=tmp_path,
               progress=False)  # fmt: skip
