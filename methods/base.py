@@ -136,39 +136,44 @@ class RetrievalMethod(L.LightningModule):
     # Opt in from `validation_step` (call `collect_validation(batch)`) and
     # `on_validation_epoch_end` (call `log_validation_map()`): the learning curve a user reads
     # to tell an undertrained method from a broken one. Seen classes only, never unseen.
+    # Under DDP each rank embeds its shard; zsbench.SBIRRetrieval gathers the shards and drops
+    # the DistributedSampler's padding repeats (by "index"), so every rank logs the number of
+    # the whole validation set and early stopping agrees across ranks.
     def collect_validation(self, batch: dict) -> None:
         """Embed one seen-class validation batch: sketches as queries, photos as gallery."""
-        store = self.__dict__.setdefault("_val_store", {})
+        from zsbench.metrics.retrieval_metric import SBIRRetrieval
+
+        metric = self.__dict__.get("_val_metric")
+        if metric is None or metric.similarity != self.similarity:
+            metric = self.__dict__["_val_metric"] = SBIRRetrieval(similarity=self.similarity)
         n = len(batch["label"])
-        for side, domain, encode in (
-            ("query", 0, self.encode_query),
-            ("gallery", 1, self.encode_gallery),
-        ):
+        index = batch.get("index")
+        for domain, encode in ((0, self.encode_query), (1, self.encode_gallery)):
             keep = batch["domain"] == domain
             if not bool(keep.any()):
                 continue
             sub = {
                 k: v[keep] if isinstance(v, Tensor) and len(v) == n else v for k, v in batch.items()
             }
-            store.setdefault(side, []).append(encode(sub).float().cpu())
-            store.setdefault(side + "_labels", []).append(batch["label"][keep].cpu())
+            z = encode(sub).detach().float()
+            metric.to(z.device)
+            metric.update(
+                z,
+                batch["label"][keep].to(z.device),
+                domain,
+                None if index is None else torch.as_tensor(index)[keep].to(z.device),
+            )
 
     def log_validation_map(self) -> float | None:
-        """Log `val/mAP` (mAP@all of the collected batches) and return it; None without data."""
-        from zsbench.evaluation import evaluate_sbir
-
-        store, self._val_store = self.__dict__.get("_val_store", {}), {}
-        if not store.get("query") or not store.get("gallery"):
+        """Log `val/mAP` (mAP@all of the collected batches, all ranks) and return it; None
+        without data."""
+        metric = self.__dict__.pop("_val_metric", None)
+        if metric is None or not metric.update_called:
             return None
-        ev = evaluate_sbir(
-            torch.cat(store["query"]),
-            torch.cat(store["query_labels"]),
-            torch.cat(store["gallery"]),
-            torch.cat(store["gallery_labels"]),
-            similarity=self.similarity,
-            device="cpu",
-        )
-        m_ap = float(ev["metrics"]["mAP@all"])
+        try:
+            m_ap = float(metric.compute()["mAP@all"])
+        except ZsbenchError:  # a side without items (e.g. a val split of photos only)
+            return None
         if np.isfinite(m_ap):
             self.log("val/mAP", m_ap, prog_bar=True)
             return m_ap

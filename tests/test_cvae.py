@@ -115,11 +115,11 @@ def test_validation_collects_seen_map_without_touching_the_training_rng():
     state = torch.get_rng_state()
     m.validation_step(batch, 0)
     assert torch.equal(torch.get_rng_state(), state)  # the training draws stay as they were
-    first = m._val_store["query"][0]
-    assert first.shape == (3, 12) and len(m._val_store["gallery"][0]) == 3
-    m._val_store = {}
+    first = m._val_metric.query[0]
+    assert first.shape == (3, 12) and len(m._val_metric.gallery[0]) == 3
+    del m._val_metric
     m.validation_step(batch, 0)  # fixed-seed draws: the same curve point every time
-    assert torch.equal(m._val_store["query"][0], first)
+    assert torch.equal(m._val_metric.query[0], first)
 
 
 def test_short_training_lowers_the_loss():

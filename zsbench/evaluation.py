@@ -25,6 +25,7 @@ from zsbench.metrics import TIE_SE_TARGET, MetricSpec, get_spec, rank_stats
 __all__ = [
     "SIMILARITIES",
     "default_chunk_size",
+    "evaluate_cir",
     "evaluate_sbir",
     "similarity_matrix",
     "tie_warning",
@@ -337,3 +338,53 @@ def evaluate_sbir(
     if return_per_query:
         res["per_query"] = {k: v.tolist() for k, v in values.items()}
     return res
+
+
+def evaluate_cir(
+    query, gallery, labels, similarity: str = "cosine", chunk_size: int | None = None
+) -> dict[str, float]:
+    """Score ``gallery`` [G, D] for every composed query [Q, D] and compute the CIR metrics.
+
+    ``labels``: a :class:`zsbench.metrics.cir.CIRLabels` (protocol ``fashioniq`` | ``cirr``
+    | ``circo``, with the targets, references, image sets or ground truths as gallery rows).
+    Scores are computed ``chunk_size`` queries at a time (default: a ~64 MiB block), so the
+    full [Q, G] matrix is never held. Returns {metric key: value in [0, 1]}; ties are ranked
+    pessimistically, as the official CIR evaluation scripts do (zsbench.metrics.cir).
+    """
+    from zsbench.metrics.cir import CIRLabels, cir_metrics
+
+    if not isinstance(labels, CIRLabels):
+        raise ZsbenchError(
+            f"labels must be a zsbench.metrics.cir.CIRLabels, got {type(labels).__name__}; "
+            "build it with CIRLabels(protocol, target, reference, members=..., gt=...)."
+        )
+    _check_similarity(similarity)
+    q = _features(query, "query features")
+    g = _features(gallery, "gallery features")
+    if q.shape[1] != g.shape[1]:
+        raise ZsbenchError(
+            f"feature dimensions differ: query D={q.shape[1]}, gallery D={g.shape[1]}."
+        )
+    if chunk_size is None:
+        chunk_size = default_chunk_size(len(g))
+    if len(q) != len(labels):
+        raise ZsbenchError(f"{len(q)} query features but {len(labels)} queries in labels.")
+    dt = _work_dtype(q, g)
+    g = _prepare(g.to(dt), similarity)
+    q = _prepare(q.to(device=g.device, dtype=dt), similarity)
+    scores = _LazyScores(q, g, similarity)
+    return cir_metrics(scores, labels, chunk_size=chunk_size)
+
+
+class _LazyScores:
+    """Rows of the score matrix computed on demand: ``cir_metrics`` slices it by query chunk."""
+
+    def __init__(self, q: Tensor, g: Tensor, similarity: str) -> None:
+        self.q, self.g, self.similarity = q, g, similarity
+        self.shape = (len(q), len(g))
+
+    def __len__(self) -> int:
+        return len(self.q)
+
+    def __getitem__(self, sl: slice) -> Tensor:
+        return _scores(self.q[sl], self.g, self.similarity)
