@@ -71,7 +71,63 @@ def test_compare_two_methods_from_their_result_files(tmp_path, tiny, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "per seed:" in out and "95 % CI" in out and "seeds 0, 1" in out
+    # the leaderboard flags the rows from the same files (CSV, Markdown with the test named)
+    assert main(["leaderboard", "--results-dir", str(tmp_path)]) == 0
+    assert "paired permutation test" in capsys.readouterr().out
+    import pandas as pd
+
+    board = pd.read_csv(tmp_path / "leaderboard.csv", keep_default_na=False)
+    flags = dict(zip(board["method"], board["≈ best"]))
+    best = board.loc[board["mAP@all"].idxmax(), "method"]
+    assert flags[best] == "best" and set(flags.values()) <= {"best", "yes", "no"}
+    assert "≈ best" in (tmp_path / "leaderboard.md").read_text()
     # a method without results: named
     assert main(["compare", "cvae", f"frozen@{variant}", "--dataset", "synthetic",
                  "--results-dir", str(tmp_path)]) != 0  # fmt: skip
     assert "no cvae result on synthetic" in capsys.readouterr().err
+
+
+def _board(rows):
+    import pandas as pd
+
+    base = {"task": "sbir", "dataset": "d", "split": "s", "spec": "default", "variant": "default"}
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+def test_near_best_flags_rows_by_the_paired_test(monkeypatch):
+    from zsbench import significance
+
+    rng = np.random.default_rng(0)
+    best = rng.uniform(0.2, 0.8, 300)
+    values = {
+        "best": best,
+        "same": best.copy(),  # identical per-query values: p = 1
+        "close": best + rng.normal(0, 0.05, 300) - 0.001,  # below by chance only
+        "worse": best - 0.1 + rng.normal(0, 0.02, 300),  # clearly below
+    }
+    index = {}
+    for name, v in values.items():
+        key = ("sbir", "d", "s", "default", name, "default")
+        index[key] = {0: ({"mAP@all": v}, "order-a"), 1: ({"mAP@all": v}, "order-a")}
+    index[("sbir", "d", "s", "default", "other-queries", "default")] = {
+        0: ({"mAP@all": best}, "order-b")
+    }
+    monkeypatch.setattr(significance, "_per_query_index", lambda results: index)
+    names = [*values, "no-files", "other-queries"]
+    board = _board([{"method": m, "mAP@all": float(np.mean(values.get(m, best)))} for m in names])
+    board.loc[board["method"] == "best", "mAP@all"] += 1  # the best row by its mean
+    flags = dict(zip(names, significance.near_best(board, "unused")))
+    assert flags == {
+        "best": "best", "same": "yes", "close": "yes", "worse": "no",
+        "no-files": "", "other-queries": "",
+    }  # fmt: skip
+    # each (task, dataset, split, spec) group has its own best
+    other = _board([{"method": "worse", "mAP@all": 0.1, "split": "s2"}])
+    both = significance.near_best(pd_concat(board, other), "unused")
+    assert both[:6] == list(flags.values()) and both[6] == ""  # a lone row is not flagged
+
+
+def pd_concat(a, b):
+    import pandas as pd
+
+    return pd.concat([a, b], ignore_index=True)

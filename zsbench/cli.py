@@ -100,7 +100,13 @@ def print_config(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from zsbench.leaderboard import REPORTED_CSV, format_table, is_reported, update_leaderboard
+    from zsbench.leaderboard import (
+        REPORTED_CSV,
+        format_table,
+        is_reported,
+        near_best_note,
+        update_leaderboard,
+    )
     from zsbench.results import results_dir
 
     root = results_dir(args.results_dir)
@@ -111,6 +117,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         reported = load_reported(args.reported_file or None)
     df = update_leaderboard(root, reported=reported)
     print(format_table(df, max_metrics=args.metrics))
+    if near_best_note(df):
+        print(f"\n{near_best_note(df)}")
     print(f"\n{root / 'leaderboard.csv'}, {root / 'leaderboard.md'}")
     if reported is not None:
         n = int(is_reported(df).sum())

@@ -39,7 +39,10 @@ KEY = ["task", "dataset", "split", "spec", "method", "variant"]
 # the reference columns: `vs <name>` = headline metric minus that baseline method's
 BASELINES = {"vs frozen": "frozen", "vs centred": "frozen-centred"}
 REFERENCE_COLUMNS = ("chance", *BASELINES)
-INFO_COLUMNS = ("config", "n_seeds", "seeds", "leak", "notes", *REFERENCE_COLUMNS, "source")
+NEAR_BEST = "≈ best"  # not significantly below the group's best row (zsbench.significance)
+INFO_COLUMNS = (
+    "config", "n_seeds", "seeds", NEAR_BEST, "leak", "notes", *REFERENCE_COLUMNS, "source"
+)  # fmt: skip
 REPORTED_PREFIX = "reported: "  # the `source` cell of a published number's row
 REPORTED_CSV = "leaderboard-reported.csv"  # `zsbench leaderboard --reported` (and its .md)
 BASELINE = BASELINES["vs frozen"]  # the method `vs frozen` is measured against
@@ -340,6 +343,8 @@ def format_table(df: pd.DataFrame, max_metrics: int = 4) -> str:
         out["n_seeds"] = ["" if r else str(n) for n, r in zip(df["n_seeds"], reported)]
     if "leak" in df:
         out["leak"] = ["yes" if v is True else "" for v in df["leak"]]
+    if NEAR_BEST in df and df[NEAR_BEST].fillna("").astype(bool).any():
+        out[NEAR_BEST] = df[NEAR_BEST].fillna("")
     for m in metrics:
         mean, std = df[m], df[f"{m} std"]
         out[m] = [
@@ -375,20 +380,44 @@ def update_leaderboard(results_dir: Path, reported: list | None = None) -> pd.Da
         records, problems = load_checked_results(results_dir)
         for line in problems:
             print(f"warning: {line}", file=sys.stderr)
-        return build_leaderboard(records, reported)
+        return add_near_best(build_leaderboard(records, reported), results_dir)
     with FileLock(str(results_dir / ".leaderboard.lock")):
         records, problems = load_checked_results(results_dir)
         for line in problems:  # named and left out, never averaged in; the table still prints
             print(f"warning: {line}", file=sys.stderr)
-        df = build_leaderboard(records)
+        df = add_near_best(build_leaderboard(records), results_dir)
         write_text_atomic(results_dir / "leaderboard.csv", df.to_csv(index=False))
-        write_text_atomic(results_dir / "leaderboard.md", format_table(df, max_metrics=99) + "\n")
+        write_text_atomic(results_dir / "leaderboard.md", _markdown_file(df))
         if reported is not None:
-            df = build_leaderboard(records, reported)
+            df = add_near_best(build_leaderboard(records, reported), results_dir)
             write_text_atomic(results_dir / REPORTED_CSV, df.to_csv(index=False))
-            md = format_table(df, max_metrics=99) + "\n"
-            write_text_atomic(results_dir / REPORTED_CSV.replace(".csv", ".md"), md)
+            write_text_atomic(results_dir / REPORTED_CSV.replace(".csv", ".md"), _markdown_file(df))
     return df
+
+
+def add_near_best(board: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    """The board with the `≈ best` column (zsbench.significance.near_best) after `seeds`:
+    read from the per-query files beside the results, so it is added where the folder is
+    known, and build_leaderboard stays a function of the records."""
+    from zsbench.significance import near_best
+
+    board = board.copy()
+    flags = near_best(board, results_dir)
+    where = list(board.columns).index("seeds") + 1 if "seeds" in board else len(board.columns)
+    board.insert(where, NEAR_BEST, flags)
+    return board
+
+
+def near_best_note(df: pd.DataFrame) -> str:
+    """The footnote that names the test behind `≈ best` ("" when the column is empty)."""
+    from zsbench.significance import NEAR_BEST_NOTE
+
+    return f"{NEAR_BEST_NOTE}." if NEAR_BEST in df and df[NEAR_BEST].astype(bool).any() else ""
+
+
+def _markdown_file(df: pd.DataFrame) -> str:
+    note = near_best_note(df)
+    return format_table(df, max_metrics=99) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def push_to_wandb(df: pd.DataFrame, results_dir: Path) -> str:

@@ -36,10 +36,13 @@ from zsbench.errors import ZsbenchError
 from zsbench.leaderboard import (
     BASELINES,
     KEY,
+    NEAR_BEST,
+    add_near_best,
     build_leaderboard,
     headline_metric,
     is_reported,
     metric_columns,
+    near_best_note,
 )
 from zsbench.results import extras_path, read_result, result_files, write_text_atomic
 from zsbench.results import results_dir as resolve_results_dir
@@ -144,7 +147,7 @@ def render_report(
     """The whole page as a string (a function of `runs`, `root` and the published numbers
     `reported` only, plus the time)."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    full = build_leaderboard([r.record for r in runs], reported)
+    full = add_near_best(build_leaderboard([r.record for r in runs], reported), root)
     board = full[~is_reported(full)]  # the measured rows: charts, colours, counts
     methods = sorted(set(board["method"]))
     colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
@@ -195,14 +198,16 @@ def leaderboard_section(board: pd.DataFrame) -> str:
     for (task, dataset, split), rows in board.groupby(KEY[:3], sort=True):
         metrics = metric_columns(rows)
         reported = paper_rows[rows.index]
-        columns = ["method", "spec", "n_seeds", "seeds", "leak", *metrics, *BASELINES, "notes"]
+        near = bool(NEAR_BEST in rows and rows[NEAR_BEST].astype(bool).any())
+        columns = ["method", "spec", "n_seeds", "seeds", *[NEAR_BEST] * near, "leak", *metrics]
+        columns += [*BASELINES, "notes"]
         head = "".join(f"<th>{_e(h)}</th>" for h in columns + ["source"] * bool(reported.any()))
         # best among the measured rows only: a paper's number is another setting
         best = {m: rows.loc[~reported, m].max() for m in metrics}
         body = []
         for i, r in rows.iterrows():
             if reported[i]:
-                body.append(_reported_row(r, metrics))
+                body.append(_reported_row(r, metrics, near))
                 continue
             leak = {True: '<td class="leak">yes</td>', False: "<td>no</td>"}.get(
                 r["leak"], '<td title="not recorded">?</td>'
@@ -215,7 +220,9 @@ def leaderboard_section(board: pd.DataFrame) -> str:
             body.append(
                 f'<tr class="row"><td class="method"{_config_title(r)}>{_e(method_label(r))}'
                 f"</td><td>{_e(r['spec'])}"
-                f"</td><td>{r['n_seeds']}</td><td>{_e(r['seeds'])}</td>{leak}{cells}"
+                f"</td><td>{r['n_seeds']}</td><td>{_e(r['seeds'])}</td>"
+                + (f"<td>{_e(r[NEAR_BEST])}</td>" if near else "")
+                + f"{leak}{cells}"
                 + "".join(f"<td>{_e(_gap(r.get(c)))}</td>" for c in BASELINES)
                 + f'<td class="notes">{_e(r.get("notes") or "")}</td>'
                 + ("<td></td>" if reported.any() else "")
@@ -240,7 +247,9 @@ def leaderboard_section(board: pd.DataFrame) -> str:
         "vs frozen = the main metric minus the frozen baseline's on the same data; vs centred "
         "= the same against frozen-centred (the frozen features centred per domain by "
         "seen-class training means, the stronger no-training reference). "
-        f"Per-class means are in leaderboard.csv.{paper}</p></section>"
+        f"Per-class means are in leaderboard.csv.{paper}"
+        + (f" {_e(near_best_note(board))}" if near_best_note(board) else "")
+        + "</p></section>"
     )
     return "\n".join(parts)
 
@@ -258,12 +267,12 @@ def _config_title(r: pd.Series) -> str:
     return f' title="{_e(config)}"' if isinstance(config, str) and config else ""
 
 
-def _reported_row(r: pd.Series, metrics: list[str]) -> str:
+def _reported_row(r: pd.Series, metrics: list[str], near: bool = False) -> str:
     """A published number's row: marked, no seeds, no std, no leak flag, no vs frozen."""
     cells = "".join(f"<td>{'' if pd.isna(r[m]) else f'{r[m]:.4f}'}</td>" for m in metrics)
     return (
         f'<tr class="row reported"><td class="method">{_e(r["method"])}</td>'
-        f"<td>{_e(r['spec'])}</td><td></td><td></td><td></td>{cells}"
+        f"<td>{_e(r['spec'])}</td><td></td><td></td>{'<td></td>' * near}<td></td>{cells}"
         + "<td></td>"
         * len(BASELINES)
         + f'<td class="notes">{_e(r.get("notes") or "")}</td>'
