@@ -8,6 +8,14 @@ base class turns them into the protocol's four partitions:
   query    unseen-class sketches                                       (final evaluation only)
   gallery  unseen-class photos                                         (final evaluation only)
 
+Generalized ZS-SBIR (`protocol="generalized"`, `--set eval.protocol=generalized`): as in
+SEM-PCYC's official code (`--gzs-sbir`), seen-class sketches and photos join the queries and
+the gallery, 20 % as many as the unseen ones of each domain (`generalized_fraction`), so a
+method that maps unseen sketches onto seen classes is punished. Unlike that code, which draws
+them from the training files, zsbench holds them out of training (whole instances where
+sketches name their photo), drawn with a seed fixed by the split hash and recorded in the
+manifest; validation keeps its own held-out items.
+
 Batches are dicts: `image` (or `feature` once `use_features` was called), `label`, `domain`
 (0 sketch, 1 photo) and `index` (position in `items`). Training labels are 0..S-1 over the seen
 classes; unseen classes get S..S+U-1, which only the evaluator sees.
@@ -34,6 +42,7 @@ from zsbench.splits import Split
 
 SKETCH, PHOTO = 0, 1
 DOMAINS = {"sketch": SKETCH, "photo": PHOTO}
+PROTOCOLS = ("zero-shot", "generalized")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +189,61 @@ def _check_unseen_classes(dm, part: dict[str, list[int]]) -> None:
         )
 
 
+def _hold_out_seen(dm, part: dict[str, list[int]], fraction: float) -> dict:
+    """Generalized ZS-SBIR: move seen-class training items to the queries (sketches) and the
+    gallery (photos), `fraction` x the unseen count of each domain (SEM-PCYC's `perc = 0.2`).
+    Instances (items sharing `holdout_key`) are drawn in a random order fixed by the split
+    hash; an instance is taken while a domain it holds still needs items, and all of its items
+    leave training (those beyond a domain's quota are held out unused), so no held-out photo's
+    sketch is trained on. Returns what the manifest records."""
+    need = {
+        SKETCH: int(fraction * len(part["query"])),
+        PHOTO: int(fraction * len(part["gallery"])),
+    }
+    instances: dict[str, list[int]] = {}
+    for i in part["train"]:
+        instances.setdefault(dm.holdout_key(dm.items[i]), []).append(i)
+    seed = int(dm.split.hash[:8], 16)
+    keys = sorted(instances)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    taken = {SKETCH: [], PHOTO: []}
+    removed: set[int] = set()
+    for k in order:
+        if all(len(taken[d]) >= need[d] for d in need):
+            break
+        members = instances[keys[k]]
+        if not any(len(taken[dm.items[i].domain]) < need[dm.items[i].domain] for i in members):
+            continue
+        for i in members:
+            d = dm.items[i].domain
+            if len(taken[d]) < need[d]:
+                taken[d].append(i)
+            removed.add(i)
+    short = {d: need[d] - len(taken[d]) for d in need if len(taken[d]) < need[d]}
+    if short:
+        raise ZsbenchError(
+            f"{type(dm).__name__}: generalized ZS-SBIR needs {need[SKETCH]} seen sketches and "
+            f"{need[PHOTO]} seen photos held out of training, but the seen classes' training "
+            f"items give only {need[SKETCH] - short.get(SKETCH, 0)} and "
+            f"{need[PHOTO] - short.get(PHOTO, 0)}; lower eval.generalized_fraction."
+        )
+    part["train"] = [i for i in part["train"] if i not in removed]
+    part["query"] = sorted(taken[SKETCH]) + part["query"]
+    part["gallery"] = sorted(taken[PHOTO]) + part["gallery"]
+    return {
+        "fraction": fraction,
+        "seed": seed,
+        "n_seen_queries": len(taken[SKETCH]),
+        "n_seen_gallery": len(taken[PHOTO]),
+        "n_held_out_unused": len(removed) - len(taken[SKETCH]) - len(taken[PHOTO]),
+        "definition": (
+            "queries: unseen-class sketches + held-out seen-class sketches; gallery: "
+            "unseen-class photos + held-out seen-class photos (each seen count = fraction x "
+            "the unseen count, SEM-PCYC's --gzs-sbir); relevance: same class"
+        ),
+    }
+
+
 def image_is_readable(path: str) -> bool:
     """Whether `path` decodes as an image (full decode: truncated files fail too)."""
     try:
@@ -212,7 +276,32 @@ class SBIRDataModule(L.LightningDataModule):
         self.features: np.ndarray | None = None
         self.augment = True
         self.items: list[Item] = []
+        self.protocol, self.generalized_fraction = "zero-shot", 0.2
+        self.generalized: dict | None = None
         self._ready = False
+
+    def set_protocol(self, protocol: str, generalized_fraction: float = 0.2) -> None:
+        """Choose the test protocol before `setup` (the runner passes `eval.protocol`)."""
+        if protocol not in PROTOCOLS:
+            raise ZsbenchError(f"eval.protocol={protocol!r}: one of {', '.join(PROTOCOLS)}.")
+        if not 0.0 < float(generalized_fraction) <= 1.0:
+            raise ZsbenchError(
+                f"eval.generalized_fraction must be in (0, 1], got {generalized_fraction}."
+            )
+        if self._ready and (protocol, generalized_fraction) != (
+            self.protocol,
+            self.generalized_fraction,
+        ):
+            raise ZsbenchError("set_protocol must come before setup().")
+        self.protocol, self.generalized_fraction = protocol, float(generalized_fraction)
+
+    @property
+    def split_label(self) -> str:
+        """The split as results and the leaderboard name it: the split's name, plus
+        `-generalized` under that protocol (its numbers are never grouped with zero-shot
+        ones)."""
+        name = self.split.name
+        return name if self.protocol == "zero-shot" else f"{name}-generalized"
 
     # -- to implement -------------------------------------------------------------------
     def scan(self) -> list[Item]:
@@ -270,6 +359,8 @@ class SBIRDataModule(L.LightningDataModule):
             else:
                 part["query" if it.domain == SKETCH else "gallery"].append(i)
         _check_unseen_classes(self, part)
+        if self.protocol == "generalized":
+            self.generalized = _hold_out_seen(self, part, self.generalized_fraction)
         for name in ("train", "query", "gallery"):
             if not part[name]:
                 raise ZsbenchError(
@@ -305,6 +396,8 @@ class SBIRDataModule(L.LightningDataModule):
             "query_domains": {k: domains.get(v, 0) for k, v in DOMAINS.items()},
             "n_skipped_bad": len(self.skipped_bad),
             "skipped_bad": self.skipped_bad[:20],
+            "protocol": self.protocol,
+            **({"generalized": self.generalized} if self.generalized else {}),
         }
 
     def unseen_photo_wnids(self) -> dict[str, set[str]]:
@@ -313,7 +406,8 @@ class SBIRDataModule(L.LightningDataModule):
 
         out: dict[str, list[str]] = {c: [] for c in self.split.unseen}
         for i in self.partitions["gallery"]:
-            out[self.items[i].label].append(self.items[i].path)
+            if self.items[i].label in out:  # generalized: seen photos in the gallery too
+                out[self.items[i].label].append(self.items[i].path)
         return {c: photo_wnids(paths) for c, paths in out.items()}
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:

@@ -98,6 +98,19 @@ def test_validation_holds_out_whole_instances_and_training_sketches_keep_their_p
         assert photo_id(dm.items[sketch]) == Path(dm.items[photo].path).stem
 
 
+def test_generalized_holds_out_whole_seen_instances(sketchy125):
+    dm = Sketchy(root=str(sketchy125), split="sketchy21")
+    dm.set_protocol("generalized")
+    dm.setup()
+    seen = set(dm.split.seen)
+    held = [i for p in ("query", "gallery") for i in dm.partitions[p] if dm.items[i].label in seen]
+    assert Counter(dm.items[i].domain for i in held) == {SKETCH: 420, PHOTO: 420}  # 20 % of 2100
+    held_ids = {(dm.items[i].label, photo_id(dm.items[i])) for i in held}
+    train_ids = {(dm.items[i].label, photo_id(dm.items[i])) for i in dm.partitions["train"]}
+    assert not held_ids & train_ids  # no held-out photo's sketch (or photo) is trained on
+    assert dm.manifest()["generalized"]["n_seen_queries"] == 420
+
+
 def test_photo_id_reads_sketchy_names():
     assert photo_id(Item("a/cat/n02121808_1421-3.png", "cat", SKETCH)) == "n02121808_1421"
     assert photo_id(Item("a/cat/n02121808_1421.jpg", "cat", PHOTO)) == "n02121808_1421"
@@ -151,6 +164,19 @@ def test_frozen_and_a_trained_method_run_the_real_protocol(
         assert rec["split_manifest"]["n_unseen_classes"] == 21
         assert rec["n_queries"] == 2100 and rec["n_gallery"] == 2100
     assert f["split_manifest"]["hash"] == s["split_manifest"]["hash"]
+    # generalized ZS-SBIR on the same data (features cached): 420 seen sketches and photos more
+    gz = bench(
+        "frozen",
+        "sketchy-mini",
+        overrides=[*small, "eval.protocol=generalized"],
+        results=tmp_path,
+        progress=False,
+    ).record
+    assert (
+        gz["split"] == "sketchy21-generalized" and gz["split_manifest"]["protocol"] == "generalized"
+    )
+    assert (gz["n_queries"], gz["n_gallery"]) == (2520, 2520)
+    assert gz["metrics"]["mAP@all"] > 1.5 * gz["chance"]["mAP@all"]
     assert f["metrics"]["mAP@all"] > 1.5 * f["chance"]["mAP@all"]
     assert s["metrics"]["mAP@all"] > f["chance"]["mAP@all"]
     assert sup.path.is_file() and sup.path.parent.parent.name == "supervised"  # a variant

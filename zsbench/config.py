@@ -95,6 +95,10 @@ class EvalConfig:
     # more specs to score the same embeddings with, each written as the result of its own
     # `eval.spec=<name>` variant (SBIR): a paper's evaluator beside the default, one training
     also_specs: list = dataclasses.field(default_factory=list)
+    # zero-shot | generalized (GZS-SBIR: seen-class sketches and photos held out of training
+    # join the queries and gallery, generalized_fraction x the unseen counts; datamodules/base.py)
+    protocol: str = "zero-shot"
+    generalized_fraction: float = 0.2
 
 
 @functools.cache

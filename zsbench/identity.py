@@ -114,6 +114,7 @@ def resolve_identity(
     cfg = resolve_config(method_cls, dataset_cls, method, dataset, overrides, DATA_PROVIDED)
     base = resolve_config(method_cls, dataset_cls, method, dataset, (), DATA_PROVIDED)
     ignore = tuple(f"dataset.{k}" for k in getattr(dataset_cls, "split_keys", ()))
+    ignore += ("eval.protocol",)  # named by the split label (`<split>-generalized`)
     diff = config_diff(cfg, base, ignore)
     return Identity(cfg, diff, variant_name(diff, tag), ignore, base)
 

@@ -24,7 +24,13 @@ from zsbench.identity import Identity, resolve_identity
 from zsbench.registry import DATASETS, METHODS
 from zsbench.results import result_path, results_dir
 from zsbench.runner.cir import cir_chance, run_cir
-from zsbench.runner.common import BenchOutcome, RunPlan, _launched_rank, _move_other_config
+from zsbench.runner.common import (
+    BenchOutcome,
+    RunPlan,
+    _launched_rank,
+    _move_other_config,
+    split_label,
+)
 from zsbench.runner.sbir import TrainedRun, embed_partition, run_sbir, train_sbir
 
 __all__ = [
@@ -111,15 +117,20 @@ def plan_run(
         raise ZsbenchError(
             "eval.also_specs is for SBIR runs; a CIR dataset has one metric protocol."
         )
+    protocol = (cfg["eval"]["protocol"], cfg["eval"]["generalized_fraction"])
+    if meta.task != "sbir" and protocol[0] != "zero-shot":
+        raise ZsbenchError("eval.protocol=generalized is for SBIR runs (generalized ZS-SBIR).")
     root = results_dir(results)
-    key = (dataset, json.dumps(cfg["dataset"], sort_keys=True, default=str))
+    key = (dataset, json.dumps(cfg["dataset"], sort_keys=True, default=str), protocol)
     dm = (dm_cache or {}).get(key)
     if dm is None:
         dm = dataset_cls(**cfg["dataset"])
+        if meta.task == "sbir":
+            dm.set_protocol(*protocol)
         dm.setup()
         if dm_cache is not None:
             dm_cache[key] = dm
-    cell = (root, meta.task, dataset, dm.split.name, method, int(seed))
+    cell = (root, meta.task, dataset, split_label(dm), method, int(seed))
     path = result_path(*cell, ident.variant)
     if path.exists():
         _move_other_config(path, ident, cell, tagged=tag is not None, overwrite=overwrite)

@@ -51,8 +51,13 @@ class RunPlan:
 
     def run_name(self, dataset: str, method: str) -> str:
         """The log and W&B name: the result's path parts."""
-        name = f"{self.meta.task}/{dataset}/{self.dm.split.name}/{method}"
+        name = f"{self.meta.task}/{dataset}/{split_label(self.dm)}/{method}"
         return name if self.variant == "default" else f"{name}/{self.variant}"
+
+
+def split_label(dm) -> str:
+    """The split a result is filed and ranked under (SBIR datamodules append the protocol)."""
+    return getattr(dm, "split_label", None) or dm.split.name
 
 
 def wandb_requested(flag: bool) -> bool:
@@ -352,7 +357,7 @@ def build_record(
         "run_id": uuid.uuid4().hex,  # ties the result to its extras file (publish)
         "task": plan.meta.task,
         "dataset": dataset,
-        "split": dm.split.name,
+        "split": split_label(dm),
         "method": method,
         "seed": seed,
         "variant": plan.variant,
