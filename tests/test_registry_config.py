@@ -194,3 +194,23 @@ def test_a_fit_that_took_no_optimizer_step_writes_no_result(tmp_path, tiny, monk
     with pytest.raises(ZsbenchError, match="took no optimizer step"):
         bench("supervised", "synthetic", 0, tiny, tmp_path, progress=False)
     assert not list(tmp_path.rglob("seed0.json"))
+
+
+def test_an_untrained_evaluation_on_purpose_is_recorded_and_ranked_apart(tmp_path, tiny):
+    import pandas as pd
+
+    from zsbench.runner import bench
+
+    untrained = bench("supervised", "synthetic", 0, [*tiny, "eval.untrained=true"], tmp_path,
+                      progress=False).record  # fmt: skip
+    trained = bench("supervised", "synthetic", 0, tiny, tmp_path, progress=False).record
+    assert (untrained["status"], trained["status"]) == ("untrained", "ok")
+    assert untrained["variant"] != trained["variant"]  # its own result file
+    assert untrained["timings"]["train_s"] < trained["timings"]["train_s"]
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    rows = board.set_index("method")["mAP@all"]
+    assert set(rows.index) == {"supervised", "supervised [untrained]"}
+    assert rows["supervised"] == pytest.approx(trained["metrics"]["mAP@all"])
+    assert rows["supervised [untrained]"] == pytest.approx(untrained["metrics"]["mAP@all"])
+    with pytest.raises(ZsbenchError, match="frozen does not train"):
+        bench("frozen", "synthetic", 0, [*tiny, "eval.untrained=true"], tmp_path)

@@ -95,7 +95,7 @@ def _board(rows):
 
 
 def test_near_best_flags_rows_by_the_paired_test(monkeypatch):
-    from zsbench import significance
+    from zsbench import leaderboard as significance
 
     rng = np.random.default_rng(0)
     best = rng.uniform(0.2, 0.8, 300)

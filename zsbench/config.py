@@ -99,6 +99,9 @@ class EvalConfig:
     # join the queries and gallery, generalized_fraction x the unseen counts; datamodules/base.py)
     protocol: str = "zero-shot"
     generalized_fraction: float = 0.2
+    # score a method that trains at its initial weights, without training, on purpose: the
+    # result says status "untrained" and the leaderboard shows it as `<method> [untrained]`
+    untrained: bool = False
 
 
 @functools.cache
@@ -298,8 +301,9 @@ def _check_training_length(tcfg: dict) -> None:
     if tcfg.get("limit_train_batches") in (0, 0.0):
         raise ZsbenchError(
             "trainer.limit_train_batches=0 trains nothing: the result would be an untrained "
-            "model's. Use a positive value (1.0 = every batch), or the `frozen` method for an "
-            "untrained baseline."
+            "model's. Use a positive value (1.0 = every batch), the `frozen` method for an "
+            "untrained baseline, or --set eval.untrained=true to score this method untrained "
+            "on purpose (recorded as status untrained)."
         )
     if steps is not None and steps != -1 and steps < 1:
         raise ZsbenchError(f"trainer.max_steps must be >= 1 (or -1: no step limit), got {steps}.")

@@ -25,12 +25,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from zsbench.errors import ZsbenchError
 from zsbench.metrics_version import METRICS_VERSION
 from zsbench.results import load_checked_results, write_text_atomic
 
@@ -96,7 +98,8 @@ def spec_label(spec: dict | None) -> str:
 
 
 def build_leaderboard(records: list[dict], reported: list | None = None) -> pd.DataFrame:
-    """Rows per KEY with `<metric>` (mean), `<metric> std` and `n_seeds`; only status 'ok'.
+    """Rows per KEY with `<metric>` (mean), `<metric> std` and `n_seeds`; status 'ok', and
+    'untrained' (eval.untrained) as its own row, method `<name> [untrained]`.
 
     `reported`: published numbers (zsbench.reported.Reported) to add as marked rows beside the
     measured groups they match (see the module docstring); None or no match changes nothing.
@@ -107,14 +110,18 @@ def build_leaderboard(records: list[dict], reported: list | None = None) -> pd.D
     return board
 
 
+UNTRAINED = " [untrained]"  # the method label of results scored untrained on purpose
+
+
 def _measured(records: list[dict]) -> pd.DataFrame:
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.get("status") in ("ok", "untrained")]
     if not ok:
         return pd.DataFrame(columns=[*KEY, "n_seeds"])
     metrics = metric_order({m for r in ok for m in r["metrics"]})
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
-        key = (r["task"], r["dataset"], r["split"], spec_label(r.get("spec")), r["method"])
+        method = r["method"] + (UNTRAINED if r.get("status") == "untrained" else "")
+        key = (r["task"], r["dataset"], r["split"], spec_label(r.get("spec")), method)
         groups.setdefault((*key, r.get("variant") or "default"), []).append(r)
     rows = []
     for key, runs in sorted(groups.items()):
@@ -399,8 +406,6 @@ def add_near_best(board: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     """The board with the `≈ best` column (zsbench.significance.near_best) after `seeds`:
     read from the per-query files beside the results, so it is added where the folder is
     known, and build_leaderboard stays a function of the records."""
-    from zsbench.significance import near_best
-
     board = board.copy()
     flags = near_best(board, results_dir)
     where = list(board.columns).index("seeds") + 1 if "seeds" in board else len(board.columns)
@@ -410,14 +415,97 @@ def add_near_best(board: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
 
 def near_best_note(df: pd.DataFrame) -> str:
     """The footnote that names the test behind `≈ best` ("" when the column is empty)."""
-    from zsbench.significance import NEAR_BEST_NOTE
-
     return f"{NEAR_BEST_NOTE}." if NEAR_BEST in df and df[NEAR_BEST].astype(bool).any() else ""
 
 
 def _markdown_file(df: pd.DataFrame) -> str:
     note = near_best_note(df)
     return format_table(df, max_metrics=99) + "\n" + (f"\n{note}\n" if note else "")
+
+
+# ---------------------------------------------------------------- the leaderboard's flag
+
+NEAR_BEST_ALPHA = 0.05
+NEAR_BEST_RESAMPLES = 2_000
+NEAR_BEST_NOTE = (
+    "≈ best: 'best' is the group's best row by its headline metric; 'yes' a row not "
+    f"significantly different from it (paired permutation test over queries, sign flips, "
+    f"{NEAR_BEST_RESAMPLES} resamples, p >= {NEAR_BEST_ALPHA}; per-query values averaged over "
+    "the seeds both rows have), 'no' one that is; empty where a row has no per-query values "
+    "(older results, CIR) or the rows were scored on different queries"
+)
+
+
+def _per_query_index(results: Path) -> dict[tuple, dict[int, tuple[dict, str]]]:
+    """(task, dataset, split, spec label, method, variant) -> seed -> (values, query order),
+    for every SBIR result with a readable per-query file of the same run."""
+    from zsbench.results import read_result, record_problem, result_files
+    from zsbench.significance import per_query_path, read_per_query
+
+    index: dict[tuple, dict[int, tuple[dict, str]]] = {}
+    for path in result_files(Path(results)):
+        pq = per_query_path(path)
+        if not pq.exists():
+            continue
+        try:
+            r = read_result(path)
+            if record_problem(path, r) or r.get("status") != "ok" or r.get("task") != "sbir":
+                continue
+            values, meta = read_per_query(pq)
+        except ZsbenchError:
+            continue  # the leaderboard names unreadable results; a bad npz only loses the flag
+        if meta.get("run_id") != r.get("run_id"):
+            continue
+        key = (
+            r["task"], r["dataset"], r["split"], spec_label(r.get("spec")), r["method"],
+            r.get("variant") or "default",
+        )  # fmt: skip
+        index.setdefault(key, {})[int(r["seed"])] = (values, meta.get("query_order_sha256"))
+    return index
+
+
+def near_best(board, results: Path, n_resamples: int = NEAR_BEST_RESAMPLES) -> list[str]:
+    """The `≈ best` cell of every leaderboard row (NEAR_BEST_NOTE says what it means), in the
+    board's order. Within each (task, dataset, split, spec) group the best measured row by
+    the headline metric is compared with every other row by :func:`paired_test`."""
+    from zsbench.significance import paired_test
+
+    flags = [""] * len(board)
+    if board.empty:
+        return flags
+    index = _per_query_index(results)
+    reported = is_reported(board)
+    position = {label: i for i, label in enumerate(board.index)}
+    for _, rows in board[~reported].groupby(KEY[:4], sort=False):
+        main = headline_metric(rows)
+        if not main or rows[main].isna().all():
+            continue
+        best = rows[main].idxmax()
+        per_row = {i: index.get(tuple(rows.loc[i, KEY])) for i in rows.index}
+        if not per_row[best] or len(rows) < 2:
+            continue
+        flags[position[best]] = "best"
+        for i in rows.index:
+            if i == best or not per_row[i]:
+                continue
+            seeds = sorted(set(per_row[i]) & set(per_row[best]))
+            usable = [
+                s for s in seeds
+                if main in per_row[i][s][0] and main in per_row[best][s][0]
+                and per_row[i][s][1] == per_row[best][s][1]
+            ]  # fmt: skip
+            if not usable:
+                continue
+            try:
+                with warnings.catch_warnings():  # a query without positives is NaN in every seed
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    a = np.nanmean(np.stack([per_row[i][s][0][main] for s in usable]), 0)
+                    b = np.nanmean(np.stack([per_row[best][s][0][main] for s in usable]), 0)
+                p = paired_test(a, b, n_resamples=n_resamples)["p_value"]
+            except (ZsbenchError, ValueError):  # too few queries; arrays of other lengths
+                continue
+            flags[position[i]] = "yes" if p >= NEAR_BEST_ALPHA else "no"
+    return flags
 
 
 def push_to_wandb(df: pd.DataFrame, results_dir: Path) -> str:

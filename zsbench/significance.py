@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -212,88 +211,3 @@ def format_comparison(c: dict) -> str:
         diffs = ", ".join(f"{d:+.4f}" for d in c["seed_diffs"])
         lines.append(f"  per seed: {diffs} (std {c['seed_std']:.4f} across seeds)")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- the leaderboard's flag
-
-NEAR_BEST_ALPHA = 0.05
-NEAR_BEST_RESAMPLES = 2_000
-NEAR_BEST_NOTE = (
-    "≈ best: 'best' is the group's best row by its headline metric; 'yes' a row not "
-    f"significantly different from it (paired permutation test over queries, sign flips, "
-    f"{NEAR_BEST_RESAMPLES} resamples, p >= {NEAR_BEST_ALPHA}; per-query values averaged over "
-    "the seeds both rows have), 'no' one that is; empty where a row has no per-query values "
-    "(older results, CIR) or the rows were scored on different queries"
-)
-
-
-def _per_query_index(results: Path) -> dict[tuple, dict[int, tuple[dict, str]]]:
-    """(task, dataset, split, spec label, method, variant) -> seed -> (values, query order),
-    for every SBIR result with a readable per-query file of the same run."""
-    from zsbench.leaderboard import spec_label
-    from zsbench.results import read_result, record_problem, result_files
-
-    index: dict[tuple, dict[int, tuple[dict, str]]] = {}
-    for path in result_files(Path(results)):
-        pq = per_query_path(path)
-        if not pq.exists():
-            continue
-        try:
-            r = read_result(path)
-            if record_problem(path, r) or r.get("status") != "ok" or r.get("task") != "sbir":
-                continue
-            values, meta = read_per_query(pq)
-        except ZsbenchError:
-            continue  # the leaderboard names unreadable results; a bad npz only loses the flag
-        if meta.get("run_id") != r.get("run_id"):
-            continue
-        key = (
-            r["task"], r["dataset"], r["split"], spec_label(r.get("spec")), r["method"],
-            r.get("variant") or "default",
-        )  # fmt: skip
-        index.setdefault(key, {})[int(r["seed"])] = (values, meta.get("query_order_sha256"))
-    return index
-
-
-def near_best(board, results: Path, n_resamples: int = NEAR_BEST_RESAMPLES) -> list[str]:
-    """The `≈ best` cell of every leaderboard row (NEAR_BEST_NOTE says what it means), in the
-    board's order. Within each (task, dataset, split, spec) group the best measured row by
-    the headline metric is compared with every other row by :func:`paired_test`."""
-    from zsbench.leaderboard import KEY, headline_metric, is_reported
-
-    flags = [""] * len(board)
-    if board.empty:
-        return flags
-    index = _per_query_index(results)
-    reported = is_reported(board)
-    position = {label: i for i, label in enumerate(board.index)}
-    for _, rows in board[~reported].groupby(KEY[:4], sort=False):
-        main = headline_metric(rows)
-        if not main or rows[main].isna().all():
-            continue
-        best = rows[main].idxmax()
-        per_row = {i: index.get(tuple(rows.loc[i, KEY])) for i in rows.index}
-        if not per_row[best] or len(rows) < 2:
-            continue
-        flags[position[best]] = "best"
-        for i in rows.index:
-            if i == best or not per_row[i]:
-                continue
-            seeds = sorted(set(per_row[i]) & set(per_row[best]))
-            usable = [
-                s for s in seeds
-                if main in per_row[i][s][0] and main in per_row[best][s][0]
-                and per_row[i][s][1] == per_row[best][s][1]
-            ]  # fmt: skip
-            if not usable:
-                continue
-            try:
-                with warnings.catch_warnings():  # a query without positives is NaN in every seed
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    a = np.nanmean(np.stack([per_row[i][s][0][main] for s in usable]), 0)
-                    b = np.nanmean(np.stack([per_row[best][s][0][main] for s in usable]), 0)
-                p = paired_test(a, b, n_resamples=n_resamples)["p_value"]
-            except (ZsbenchError, ValueError):  # too few queries; arrays of other lengths
-                continue
-            flags[position[i]] = "yes" if p >= NEAR_BEST_ALPHA else "no"
-    return flags

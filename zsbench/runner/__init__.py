@@ -117,6 +117,11 @@ def plan_run(
         raise ZsbenchError(
             "eval.also_specs is for SBIR runs; a CIR dataset has one metric protocol."
         )
+    if cfg["eval"].get("untrained") and not meta.trains:
+        raise ZsbenchError(
+            f"{method} does not train: eval.untrained is for methods that train (its result is "
+            "already an untrained one)."
+        )
     protocol = (cfg["eval"]["protocol"], cfg["eval"]["generalized_fraction"])
     if meta.task != "sbir" and protocol[0] != "zero-shot":
         raise ZsbenchError("eval.protocol=generalized is for SBIR runs (generalized ZS-SBIR).")

@@ -55,6 +55,14 @@ class RunPlan:
         return name if self.variant == "default" else f"{name}/{self.variant}"
 
 
+def run_status(cfg: dict) -> str:
+    """`fast_dev_run` (a smoke test, never ranked), `untrained` (scored at the initial weights
+    on purpose, eval.untrained; ranked as `<method> [untrained]`) or `ok`."""
+    if cfg["trainer"]["fast_dev_run"]:
+        return "fast_dev_run"
+    return "untrained" if cfg["eval"].get("untrained") else "ok"
+
+
 def split_label(dm) -> str:
     """The split a result is filed and ranked under (SBIR datamodules append the protocol)."""
     return getattr(dm, "split_label", None) or dm.split.name
@@ -163,6 +171,9 @@ def fit_method(plan: RunPlan, model, method: str, loggers: list, progress: bool,
     from zsbench import checkpoints as ck
 
     tcfg = plan.cfg["trainer"]
+    if plan.cfg["eval"].get("untrained"):
+        print(f"eval.untrained=true: scoring {method} at its initial weights, no training")
+        return {"untrained": True}
     if plan.eval_only:
         path = Path(plan.weights) if plan.weights else ck.weights_path(plan.path)
         blob = ck.read_weights(path, method)
@@ -184,7 +195,8 @@ def fit_method(plan: RunPlan, model, method: str, loggers: list, progress: bool,
         raise ZsbenchError(
             f"{method} took no optimizer step (an empty training loader, or "
             f"trainer.limit_train_batches too small for it): its result would be an untrained "
-            f"model's, so none is written. Check the training data and trainer.* settings."
+            f"model's, so none is written. Check the training data and trainer.* settings (or "
+            f"--set eval.untrained=true to score it untrained on purpose)."
         )
     fields: dict = {"resumed_from_epoch": done if last else None}
     if keep and trainer.global_rank == 0:
@@ -362,7 +374,7 @@ def build_record(
         "seed": seed,
         "variant": plan.variant,
         "config_diff": plan.config_diff,
-        "status": "fast_dev_run" if cfg["trainer"]["fast_dev_run"] else "ok",
+        "status": run_status(cfg),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "metrics": ev["metrics"],
         "chance": chance,
