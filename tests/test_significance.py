@@ -131,3 +131,20 @@ def pd_concat(a, b):
     import pandas as pd
 
     return pd.concat([a, b], ignore_index=True)
+
+
+def test_permutation_p_and_bootstrap_match_a_small_exact_enumeration():
+    import itertools
+
+    d = np.array([0.31, -0.05, 0.12, 0.2, -0.02, 0.15, 0.07, -0.11])
+    observed = abs(d.mean())
+    signs = np.array(list(itertools.product([-1, 1], repeat=len(d))))
+    exact_p = float((np.abs((signs * d).mean(1)) >= observed - 1e-15).mean())
+    t = paired_test(d, np.zeros_like(d), n_resamples=20_000, seed=1)
+    assert t["p_value"] == pytest.approx(exact_p, abs=0.01)
+    small = d[:4]
+    idx = np.array(list(itertools.product(range(4), repeat=4)))
+    means = small[idx].mean(1)  # all 4^4 equally likely bootstrap resamples of 4 queries
+    b = paired_test(small, np.zeros(4), n_resamples=20_000, seed=1)
+    assert b["ci_low"] == pytest.approx(np.percentile(means, 2.5), abs=0.01)
+    assert b["ci_high"] == pytest.approx(np.percentile(means, 97.5), abs=0.01)
