@@ -142,6 +142,8 @@ def test_permutation_p_and_bootstrap_match_a_small_exact_enumeration():
     exact_p = float((np.abs((signs * d).mean(1)) >= observed - 1e-15).mean())
     t = paired_test(d, np.zeros_like(d), n_resamples=20_000, seed=1)
     assert t["p_value"] == pytest.approx(exact_p, abs=0.01)
+    same = paired_test(d, d, n_resamples=2_000)  # identical runs: p = 1 and a zero interval
+    assert same["p_value"] == 1.0 and same["ci_low"] == same["ci_high"] == 0.0
     small = d[:4]
     idx = np.array(list(itertools.product(range(4), repeat=4)))
     means = small[idx].mean(1)  # all 4^4 equally likely bootstrap resamples of 4 queries
