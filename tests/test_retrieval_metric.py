@@ -92,6 +92,10 @@ def test_metric_errors_name_the_problem():
         metric.compute()
     with pytest.raises(ZsbenchError, match="spec"):
         SBIRRetrieval(spec="not-a-spec")
+    with pytest.raises(ZsbenchError, match=r"^domain must be one value per embedding \(2\)"):
+        metric.update(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([0, 1, 1]))
+    with pytest.raises(ZsbenchError, match=r"^indexes must be one value per embedding \(2\)"):
+        metric.update(torch.randn(2, 3), torch.tensor([0, 1]), "query", torch.tensor([0]))
 
 
 def _ddp_worker(rank: int, world: int, port: int, data, out):
@@ -174,13 +178,64 @@ def test_cir_metric_errors_name_the_problem():
         CIRRetrieval("cirrr")
     metric = CIRRetrieval("fashioniq", max_gt=2)
     with pytest.raises(ZsbenchError, match="max_gt"):
-        metric.update(torch.randn(1, 4), torch.tensor([0]), gt=torch.tensor([[0, 1, 2]]))
+        metric.update(
+            torch.randn(1, 4), torch.tensor([0]), gt=torch.tensor([[1, 2, 0]])
+        )  # gallery index 0 is an item too
     metric.update_gallery(torch.randn(3, 4), torch.arange(3))
     metric.update(torch.randn(2, 4), torch.tensor([0, 7]))
     with pytest.raises(ZsbenchError, match=r"gallery indices \[7\]"):
         metric.compute()
+    no_zero = CIRRetrieval("fashioniq")
+    no_zero.update_gallery(torch.randn(3, 4), torch.arange(1, 4))
+    no_zero.update(torch.randn(1, 4), torch.tensor([0]))
+    with pytest.raises(ZsbenchError, match=r"gallery indices \[0\]"):
+        no_zero.compute()
     with pytest.raises(ZsbenchError, match="CIRLabels"):
         evaluate_cir(torch.randn(2, 4), torch.randn(3, 4), {"target": [0, 1]})
+    labels = CIRLabels("fashioniq", torch.tensor([0, 1]), torch.tensor([-1, -1]))
+    with pytest.raises(ZsbenchError, match=r"^query features must be a 2-D array"):
+        evaluate_cir(torch.randn(4), torch.randn(3, 4), labels)
+    with pytest.raises(
+        ZsbenchError, match=r"^members must be \[B, S\] gallery indices, got \(1,\)"
+    ):
+        CIRRetrieval("cirr").update(torch.randn(1, 4), torch.tensor([0]), members=torch.tensor([0]))
+    with pytest.raises(ZsbenchError, match=r"needs update\(\) and update_gallery\(\)"):
+        CIRRetrieval("cirr").compute()
+    # the documented default width of the ground-truth rows
+    wide_gt = torch.arange(33).unsqueeze(0)
+    with pytest.raises(ZsbenchError, match=r"more than max_gt=32"):
+        CIRRetrieval("circo").update(torch.randn(1, 4), torch.tensor([0]), gt=wide_gt)
+
+
+def test_cir_metric_without_reference_removes_nothing_and_widens_ragged_rows():
+    """reference=None is "no reference" (-1), not gallery row 1; members of batches with
+    different widths are padded to one width, so they concatenate."""
+    gen = torch.Generator().manual_seed(8)
+    q, g = torch.randn(12, 5, generator=gen), torch.randn(9, 5, generator=gen)
+    target = torch.arange(12) % 9
+    members = torch.stack([target, (target + 1) % 9, (target + 2) % 9], 1)
+    no_reference = torch.full((12,), -1)
+    metric = CIRRetrieval("cirr", max_members=4)
+    metric.update_gallery(g, torch.arange(9))
+    metric.update(q[:5], target[:5], members=members[:5, :2], indexes=torch.arange(5))
+    metric.update(q[5:], target[5:], members=members[5:], indexes=torch.arange(5, 12))
+    # the first 5 queries saw 2 of their 3 members: rescore them that way
+    narrow = members.clone()
+    narrow[:5, 2] = -1
+    ref = cir_metrics(similarity_matrix(q, g), CIRLabels("cirr", target, no_reference, narrow))
+    _assert_same(metric.compute(), ref)
+
+
+@pytest.mark.parametrize("similarity", ["euclidean", "dot"])
+def test_evaluate_cir_uses_the_similarity_it_is_given(similarity):
+    gen = torch.Generator().manual_seed(9)
+    q, g = torch.randn(30, 6, generator=gen), torch.randn(25, 6, generator=gen) * 3
+    labels = _cir_labels("circo", 30, 25)
+    ref = cir_metrics(similarity_matrix(q, g, similarity), labels)
+    assert evaluate_cir(q, g, labels, similarity=similarity, chunk_size=8) == pytest.approx(
+        ref, abs=1e-12
+    )
+    assert ref != cir_metrics(similarity_matrix(q, g), labels)  # the choice matters here
 
 
 def test_readme_lightning_example_runs_and_logs_the_exact_map(tmp_path):

@@ -52,12 +52,6 @@ def _indexes(indexes, n: int) -> Tensor:
     return idx
 
 
-def _cat(state, width: int | None = None, dtype=torch.long) -> Tensor:
-    if isinstance(state, list) and not state:
-        return torch.empty((0,) if width is None else (0, width), dtype=dtype)
-    return dim_zero_cat(state)
-
-
 def _first_copies(indexes: Tensor) -> Tensor:
     """Positions to keep, in a canonical order: the first copy of each index, by index (the
     dataset's order, whatever order the ranks' shards arrived in), then the items without an
@@ -144,8 +138,8 @@ class SBIRRetrieval(Metric):
                 "before compute()."
             )
         z = dim_zero_cat(z)
-        keep = _first_copies(_cat(getattr(self, side + "_index")))
-        return z[keep], _cat(getattr(self, side + "_labels"))[keep]
+        keep = _first_copies(dim_zero_cat(getattr(self, side + "_index")))
+        return z[keep], dim_zero_cat(getattr(self, side + "_labels"))[keep]
 
     def compute(self) -> dict[str, Tensor]:
         from zsbench.evaluation import evaluate_sbir
@@ -241,7 +235,7 @@ class CIRRetrieval(Metric):
         if any(isinstance(x, list) and not x for x in (self.query, self.gallery)):
             raise ZsbenchError("CIRRetrieval needs update() and update_gallery() before compute().")
         g = dim_zero_cat(self.gallery)
-        g_index = _cat(self.gallery_index)
+        g_index = dim_zero_cat(self.gallery_index)
         if bool((g_index < 0).any()):
             raise ZsbenchError("update_gallery needs each image's gallery index (indexes=...).")
         keep = _first_copies(g_index)
@@ -259,10 +253,10 @@ class CIRRetrieval(Metric):
                 raise ZsbenchError(f"gallery indices {missing} are referenced but never updated.")
             return torch.where(x >= 0, pos, torch.full_like(pos, -1))
 
-        q_keep = _first_copies(_cat(self.query_index))
+        q_keep = _first_copies(dim_zero_cat(self.query_index))
         q = dim_zero_cat(self.query)[q_keep]
         parts = {
-            name: to_position(_cat(getattr(self, name))[q_keep])
+            name: to_position(dim_zero_cat(getattr(self, name))[q_keep])
             for name in ("target", "reference", "members", "gt")
         }
         labels = CIRLabels(
