@@ -5,11 +5,12 @@ Based Image Retrieval", ECCV 2018 (the paper's second generative model; it found
 Official code: github.com/ShivaKrishnaM/ZS-SBIR, which ships only the CVAE script; the CAAE here
 follows the paper's description on top of the CVAE code's building blocks.
 
-Same networks as methods/cvae.py (`FeatureGenerator`): an encoder of [photo, sketch] to a
-deterministic latent code z, a decoder of [z, sketch] to the photo feature, the sketch
-regressor on the generated feature. Instead of the KL term, a discriminator on z tells codes of
-the encoder from draws of the prior N(0, I) (Makhzani et al., adversarial autoencoders), and the
-encoder is trained to fool it. One batch (manual optimisation, two Adam optimisers):
+Same networks as CVAE (`FeatureGenerator`, methods/sketch_conditioned.py): an encoder of [photo,
+sketch] to a deterministic latent code z, a decoder of [z, sketch] to the photo feature, the
+sketch regressor on the generated feature. Instead of the KL term, a discriminator on z tells
+codes of the encoder from draws of the prior N(0, I) (Makhzani et al., adversarial
+autoencoders), and the encoder is trained to fool it.
+One batch (manual optimisation, two Adam optimisers):
     autoencoder: 1.0 * MSE(photo_hat, photo) + 10 * MSE(sketch_hat, sketch)
                  + adv_weight * BCE(D(E(photo, sketch)), real)
     discriminator: BCE(D(z_prior), real) + BCE(D(E(photo, sketch)), fake)
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zsbench.methods.base import MethodMetadata
-from zsbench.methods.cvae import SketchConditionedGenerator, feature_mse, keras_init
+from zsbench.methods.blocks import feature_mse, keras_init
+from zsbench.methods.sketch_conditioned import SketchConditionedGenerator
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zsbench.methods.base import MethodMetadata, RetrievalMethod, rms_scale, stack_class_embeddings
-from zsbench.methods.lcale import gaussian_mmd, mlp
+from zsbench.methods.blocks import gaussian_mmd, mlp
 
 DOMAINS = ("sketch", "photo")
 

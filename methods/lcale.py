@@ -22,39 +22,22 @@ text, class embedding); the schedules are expressed as fractions of training so 
 their shape when a run is shorter than CADA-VAE's 100 epochs. Choices LCALE's paper leaves open
 are listed in `Lcale.metadata.deviations` and docs/methods/lcale.md.
 
-The small building blocks here (`mlp`, `gaussian_mmd`, `ramp`, ...) are also used by CFSA
-(methods/cfsa.py).
+`mlp`, `gaussian_mmd` and `kl_standard_normal` come from methods/blocks.py (CFSA uses the first
+two as well).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
+from zsbench.methods.blocks import gaussian_mmd, kl_standard_normal, mlp
 
 # ---------------------------------------------------------------------------------------------
-# Building blocks (shared with methods/cfsa.py)
+# Building blocks of LCALE (those shared with other methods: methods/blocks.py)
 # ---------------------------------------------------------------------------------------------
-
-
-def mlp(
-    sizes: Sequence[int],
-    activation: type[nn.Module] = nn.ReLU,
-    out_activation: nn.Module | None = None,
-) -> nn.Sequential:
-    """Linear layers of `sizes` with `activation` between them, `out_activation` after the last."""
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    if out_activation is not None:
-        layers.append(out_activation)
-    return nn.Sequential(*layers)
 
 
 def xavier_init(module: nn.Module, gain: float = 0.5) -> None:
@@ -63,11 +46,6 @@ def xavier_init(module: nn.Module, gain: float = 0.5) -> None:
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight, gain=gain)
             nn.init.zeros_(m.bias)
-
-
-def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, diag exp(logvar)) || N(0, I)) per row, summed over dimensions: [B]."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
 def wasserstein_diag_gaussians(
@@ -82,25 +60,6 @@ def wasserstein_diag_gaussians(
     s1, s2 = (0.5 * logvar1).exp(), (0.5 * logvar2).exp()
     w2sq = (mu1 - mu2).pow(2).sum(-1) + (s1 - s2).pow(2).sum(-1)
     return w2sq if squared else torch.sqrt(w2sq + 1e-12)
-
-
-def gaussian_mmd(
-    x: Tensor, y: Tensor, scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)
-) -> Tensor:
-    """Squared MMD between samples x [N, D] and y [M, D] (biased V-statistic, >= 0).
-
-    Kernel: sum over `scales` s of exp(-||a - b||^2 / (s * h)), with the bandwidth h the mean
-    pairwise squared distance of the pooled samples (detached): a multi-bandwidth Gaussian kernel
-    that needs no tuning to the latent scale. Identical samples give exactly 0.
-    """
-    z = torch.cat([x, y])
-    d2 = torch.cdist(z, z).pow(2)
-    h = d2.detach().sum() / max(z.shape[0] * (z.shape[0] - 1), 1)
-    h = h.clamp_min(1e-8)
-    k = sum(torch.exp(-d2 / (s * h)) for s in scales)
-    n = x.shape[0]
-    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
-    return (kxx.mean() + kyy.mean() - 2 * kxy.mean()).clamp_min(0.0)
 
 
 def ramp(progress: float, factor: float, start: float, end: float) -> float:

@@ -34,18 +34,14 @@ from zsbench.clip import (
 )
 from zsbench.errors import ZsbenchError
 from zsbench.methods.base import CIR_PROMPT, MethodMetadata
-from zsbench.methods.searle import PseudoWordMethod
+from zsbench.methods.pseudo_word import PLACEHOLDER, PseudoWordMethod, clean_caption, noisy_features
 
 __all__ = [
     "FUNCTION_WORDS",
     "Lincir",
-    "clean_caption",
     "encode_masked",
     "mask_keywords",
-    "noisy_features",
 ]
-
-PLACEHOLDER = "$"
 
 # Words that end a keyword run when spaCy is not installed: the closed classes spaCy tags as
 # something other than NOUN/PROPN/ADJ/DET (prepositions, conjunctions, pronouns, auxiliaries,
@@ -63,12 +59,6 @@ FUNCTION_WORDS = frozenset(
     showing using running flying hanging parked covered filled made
     """.split()
 )
-
-
-def clean_caption(caption: str | None) -> str:
-    """Lower case, the placeholder removed, stripped (official `loader.clean_caption`), and
-    runs of spaces collapsed (the tokenizer ignores them; keyword matching does not)."""
-    return " ".join((caption or "").lower().replace(PLACEHOLDER, " ").split())
 
 
 def _keyword_runs(caption: str) -> list[str]:
@@ -108,17 +98,6 @@ def mask_keywords(caption: str, rng: random.Random, keywords: list[str] | None =
         pick = rng.choice(words)
         masked = re.sub(rf"(?<!\S){re.escape(pick)}(?!\S)", PLACEHOLDER, caption, count=1)
     return masked
-
-
-def noisy_features(
-    features: Tensor, scale: float, generator: torch.Generator | None = None
-) -> Tensor:
-    """features + scale * u * n with u ~ U[0, 1) per row and n ~ N(0, I) (official train_phi):
-    each caption gets Gaussian noise of a random strength between 0 and `scale`."""
-    b = features.shape[0]
-    u = torch.rand(b, 1, generator=generator, device=features.device, dtype=features.dtype)
-    n = torch.randn(features.shape, generator=generator, device=features.device)
-    return features + scale * u * n.to(features.dtype)
 
 
 def encode_masked(model, tokenizer, texts: list[str], tokens: Tensor) -> Tensor:

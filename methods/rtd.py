@@ -34,8 +34,12 @@ from torch import Tensor, nn
 from zsbench.clip import DEFAULT_CIR_CLIP, encode_prompts, encode_with_pseudo_tokens
 from zsbench.errors import ZsbenchError
 from zsbench.methods.base import CIR_PROMPT, MethodMetadata
-from zsbench.methods.lincir import clean_caption, noisy_features
-from zsbench.methods.searle import PseudoWordMethod, nt_xent_loss
+from zsbench.methods.pseudo_word import (
+    PseudoWordMethod,
+    clean_caption,
+    noisy_features,
+    nt_xent_loss,
+)
 from zsbench.registry import METHODS
 
 __all__ = ["REFERENCE_PROMPT", "RtdMethod", "load_phi_checkpoint", "refined_batch"]

@@ -20,7 +20,8 @@ of the text encoder (the pseudo-word $), in two stages:
 Query: "a photo of $ that {modification}" with $ = phi(reference image embedding), through the
 frozen text encoder; gallery: CLIP image embeddings; cosine similarity.
 
-`Phi` and `nt_xent_loss` are shared with LinCIR and RTD (their official code copies them).
+`Phi`, `nt_xent_loss` and the query side (`PseudoWordMethod`) are shared with LinCIR and RTD
+(their official code copies them): methods/pseudo_word.py.
 """
 
 from __future__ import annotations
@@ -35,16 +36,10 @@ from torch import Tensor, nn
 
 from zsbench.clip import DEFAULT_CIR_CLIP, encode_prompts, encode_with_pseudo_tokens
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import CIR_PROMPT, CIRMethod, MethodMetadata
+from zsbench.methods.base import CIR_PROMPT, MethodMetadata
+from zsbench.methods.pseudo_word import PseudoWordMethod, nt_xent_loss
 
-__all__ = [
-    "PALAVRA_TEMPLATES",
-    "Phi",
-    "PseudoWordMethod",
-    "Searle",
-    "cosine_embedding_loss",
-    "nt_xent_loss",
-]
+__all__ = ["PALAVRA_TEMPLATES", "Searle", "cosine_embedding_loss", "load_concepts", "load_phrases"]
 
 # The 24 templates of PALAVRA used by OTI's cosine loss (official utils.get_templates)
 PALAVRA_TEMPLATES = (
@@ -83,83 +78,6 @@ PHRASE_TEMPLATES = (
     "there is a {} here",
     "an image showing a {}",
 )
-
-
-class Phi(nn.Module):
-    """Textual-inversion network: a CLIP embedding [B, in] -> a token embedding [B, out].
-
-    Linear(in, hidden) GELU Dropout Linear(hidden, hidden) GELU Dropout Linear(hidden, out), with
-    hidden = 4 * in in SEARLE, LinCIR and RTD.
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, output_dim),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
-
-
-def nt_xent_loss(a: Tensor, b: Tensor, temperature: float) -> Tensor:
-    """PALAVRA's contrastive loss (official `utils.contrastive_loss`) on pairs (a_i, b_i).
-
-    With z = normalize([a; b]) (2N rows) and s_jk = z_j . z_k / temperature, each of the 2N rows
-    is a positive pair with its partner (j +- N) against every other row except itself:
-    loss = -mean_j log(exp(s_j,partner) / sum_{k != j} exp(s_jk)). Negatives include rows of
-    the same side (a_i vs a_k), unlike CLIP's loss. Computed in log space (the official code
-    exponentiates first, which overflows in fp16 for small temperatures).
-    """
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"nt_xent_loss needs two [N, D] tensors, got {a.shape} and {b.shape}")
-    z = F.normalize(torch.cat([a, b]).float(), dim=1)
-    n = a.shape[0]
-    logits = z @ z.T / temperature
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), -torch.inf)
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(logits, partner)
-
-
-# ---------------------------------------------------------------------------------------------
-# The query side shared by every phi method: "a photo of $ that {m}" with $ = phi(image)
-# ---------------------------------------------------------------------------------------------
-
-
-class PseudoWordMethod(CIRMethod):
-    """A frozen CLIP and a trained `self.phi`; queries put phi(reference image) into the prompt.
-
-    Subclasses build `self.phi` and train it. `query_text_model()` is the text encoder that
-    encodes queries (RTD swaps in its tuned copy); `pseudo_tokens(features)` is phi on CLIP
-    embeddings (LinCIR can L2-normalise them first, as its `--l2_normalize` option)."""
-
-    phi: nn.Module
-    normalize_phi_input: bool = False
-
-    def pseudo_tokens(self, features: Tensor) -> Tensor:
-        if self.normalize_phi_input:
-            features = F.normalize(features, dim=-1)
-        return self.phi(features)
-
-    def query_text_model(self) -> nn.Module:
-        return self.clip
-
-    def encode_query(self, batch: dict) -> Tensor:
-        tokens = self.pseudo_tokens(self.image_features(batch["reference"]))
-        prompts = self.compose(list(batch["text"]))
-        text = encode_with_pseudo_tokens(self.query_text_model(), self.tokenizer, prompts, tokens)
-        return F.normalize(text.float(), dim=-1)
-
-    def make_phi(self, dropout: float) -> Phi:
-        """SEARLE's phi sized for this CLIP: projection dim -> 4x -> token-embedding width."""
-        dim = int(self.clip.config.projection_dim)
-        return Phi(dim, 4 * dim, int(self.clip.text_model.config.hidden_size), dropout)
 
 
 # ---------------------------------------------------------------------------------------------

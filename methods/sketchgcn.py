@@ -34,6 +34,7 @@ from zsbench.backbones import (
 )
 from zsbench.errors import ZsbenchError
 from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
+from zsbench.methods.blocks import kl_standard_normal
 
 # -- building blocks -------------------------------------------------------------------------
 
@@ -77,11 +78,6 @@ class GCN(nn.Module):
 
     def forward(self, x: Tensor, adj: Tensor) -> Tensor:
         return self.gc2(self.dropout(F.relu(self.gc1(x, adj))), adj)
-
-
-def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)), summed over dimensions, averaged over the batch."""
-    return (-0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(-1)).mean()
 
 
 class SemanticCVAE(nn.Module):
@@ -262,7 +258,7 @@ class SketchGCN(RetrievalMethod):
         s = self.semantics[labels]
         recon, mu, logvar = self.cvae(s, f)
         out["rec"] = (recon - s).pow(2).sum(-1).mean()
-        out["kl"] = kl_standard_normal(mu, logvar)
+        out["kl"] = kl_standard_normal(mu, logvar).mean()
         hp = self.hparams
         total = hp.w_cls * out["cls"] + hp.w_sem * (out["rec"] + hp.w_kl * out["kl"])
         if partner is not None:

@@ -92,6 +92,28 @@ def test_every_package_folder_is_installed():
     }
 
 
+def method_modules() -> set[str]:
+    """Modules that hold a registered method (pyproject's zsbench.methods entry points)."""
+    import tomllib
+
+    points = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    return {target.split(":")[0] for target in points["zsbench.methods"].values()}
+
+
+def test_no_method_imports_another_methods_file():
+    """What several methods share lives in a shared module of methods/ (base, blocks,
+    pseudo_word, sketch_conditioned), so that breaking one method's file breaks only it."""
+    graph, methods = import_graph(), method_modules()
+    bad = sorted((a, b) for a in methods for b in graph[a] if b in methods)
+    assert not bad, f"move what these share into methods/blocks.py or a family base: {bad}"
+    shared = {m for m in project_modules() if m.startswith("zsbench.methods.")} - methods
+    assert {"zsbench.methods.blocks", "zsbench.methods.pseudo_word"} <= shared
+    # a shared module is used by two methods at least; otherwise it belongs in that method
+    users = {m: {a for a in methods if m in graph[a]} for m in shared - {"zsbench.methods"}}
+    lonely = {m: sorted(u) for m, u in users.items() if len(u) < 2}
+    assert not lonely, f"shared modules with fewer than two method users: {lonely}"
+
+
 def test_no_import_cycles():
     graph = import_graph()
     index: dict[str, int] = {}

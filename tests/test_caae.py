@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 import zsbench.methods.caae  # noqa: F401  (registers "caae")
 from zsbench.config import signature_defaults
 from zsbench.methods.caae import CAAE, discriminator_loss, generator_loss
-from zsbench.methods.cvae import FeatureGenerator
+from zsbench.methods.sketch_conditioned import FeatureGenerator
 
 
 def small(**kw) -> CAAE:

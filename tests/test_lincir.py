@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from zsbench.clip import encode_prompts, encode_with_pseudo_tokens
-from zsbench.methods.lincir import Lincir, encode_masked, mask_keywords, noisy_features
+from zsbench.methods.lincir import Lincir, encode_masked, mask_keywords
+from zsbench.methods.pseudo_word import noisy_features
 
 
 @pytest.fixture(scope="module")

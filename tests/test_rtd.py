@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from zsbench.errors import ZsbenchError
+from zsbench.methods.pseudo_word import nt_xent_loss
 from zsbench.methods.rtd import LincirRtd, load_phi_checkpoint, refined_batch
-from zsbench.methods.searle import nt_xent_loss
 
 TRIPLETS = (
     ["a red star", "a blue heart"],

@@ -9,7 +9,8 @@ import torch
 
 import zsbench.methods.rtd  # noqa: F401  (registers the +rtd variants)
 from zsbench.errors import ZsbenchError
-from zsbench.methods.searle import Phi, Searle, cosine_embedding_loss, load_phrases
+from zsbench.methods.pseudo_word import Phi
+from zsbench.methods.searle import Searle, cosine_embedding_loss, load_phrases
 
 CONCEPTS = ["circle", "square", "red", "blue", "striped"]
 
