@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from zsbench.methods.base import MethodMetadata
 from zsbench.methods.blocks import feature_mse, keras_init
-from zsbench.methods.sketch_conditioned import SketchConditionedGenerator
+from zsbench.methods.sketch_conditioned import YELAMARTHI_RECORD, SketchConditionedGenerator
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -65,14 +65,7 @@ class CAAE(SketchConditionedGenerator):
         task="sbir",
         inputs="features",
         trains=True,
-        paper=(
-            "S. K. Yelamarthi, S. K. Reddy, A. Mishra, A. Mittal: A Zero-Shot Framework for "
-            "Sketch Based Image Retrieval, ECCV 2018"
-        ),
-        year=2018,
-        code="ShivaKrishnaM/ZS-SBIR",
-        backbone="efficientnet_lite0 (ImageNet-1k), frozen",
-        side_information=None,
+        **YELAMARTHI_RECORD,
         deviations=(
             "The official repository has no CAAE script: encoder, decoder, sketch regressor, "
             "optimiser and loss weights are the CVAE script's; the discriminator (two hidden "

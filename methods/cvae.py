@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from zsbench.methods.base import MethodMetadata
 from zsbench.methods.blocks import feature_mse, keras_init, kl_standard_normal
-from zsbench.methods.sketch_conditioned import SketchConditionedGenerator
+from zsbench.methods.sketch_conditioned import YELAMARTHI_RECORD, SketchConditionedGenerator
 
 
 class CVAE(SketchConditionedGenerator):
@@ -45,14 +45,7 @@ class CVAE(SketchConditionedGenerator):
         task="sbir",
         inputs="features",
         trains=True,
-        paper=(
-            "S. K. Yelamarthi, S. K. Reddy, A. Mishra, A. Mittal: A Zero-Shot Framework for "
-            "Sketch Based Image Retrieval, ECCV 2018"
-        ),
-        year=2018,
-        code="ShivaKrishnaM/ZS-SBIR",
-        backbone="efficientnet_lite0 (ImageNet-1k), frozen",
-        side_information=None,
+        **YELAMARTHI_RECORD,
         deviations=(
             "Backbone features: EfficientNet-Lite0 ImageNet pooled features (1280-d) instead "
             "of VGG16 fc7 (4096-d), whose weights are not available offline; the same frozen "

@@ -12,6 +12,8 @@ trained heads, so it is the stronger reference a trained head must beat (`vs cen
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -52,17 +54,7 @@ class Frozen(RetrievalMethod):
 class FrozenCentred(Frozen):
     """Frozen features centred per domain by seen-class training means (baseline)."""
 
-    metadata = MethodMetadata(
-        title="Frozen backbone, centred",
-        task="sbir",
-        inputs="features",
-        trains=False,
-        paper="baseline",
-        year=None,
-        code=None,
-        backbone="efficientnet_lite0 (ImageNet-1k)",
-        side_information=None,
-    )
+    metadata = dataclasses.replace(Frozen.metadata, title="Frozen backbone, centred")
 
     def __init__(
         self, backbone: str = "efficientnet_lite0", weights: str = "default", center: str = "domain"

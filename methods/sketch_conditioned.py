@@ -17,7 +17,19 @@ from torch import Tensor, nn
 
 from zsbench.methods.base import RetrievalMethod, rms_scale
 
-__all__ = ["FeatureGenerator", "SketchConditionedGenerator"]
+__all__ = ["YELAMARTHI_RECORD", "FeatureGenerator", "SketchConditionedGenerator"]
+
+# The paper and code fields of CVAE's and CAAE's MethodMetadata (one paper, one repository)
+YELAMARTHI_RECORD = {
+    "paper": (
+        "S. K. Yelamarthi, S. K. Reddy, A. Mishra, A. Mittal: A Zero-Shot Framework for "
+        "Sketch Based Image Retrieval, ECCV 2018"
+    ),
+    "year": 2018,
+    "code": "ShivaKrishnaM/ZS-SBIR",
+    "backbone": "efficientnet_lite0 (ImageNet-1k), frozen",
+    "side_information": None,
+}
 
 # Keras BatchNormalization defaults (momentum 0.99 of the running mean = 0.01 in torch).
 _BN = {"momentum": 0.01, "eps": 1e-3}
