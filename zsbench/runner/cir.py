@@ -116,8 +116,8 @@ def run_cir(
 ) -> BenchOutcome:
     """The ZS-CIR run: train on what `train_on` names, embed each evaluation group, score it
     with zsbench.metrics.cir (FashionIQ: per category, then the mean), write the result."""
-    from zsbench.evaluation import similarity_matrix
-    from zsbench.metrics.cir import cir_metrics, fashioniq_mean
+    from zsbench.evaluation import evaluate_cir, similarity_matrix
+    from zsbench.metrics.cir import fashioniq_mean
 
     meta, cfg, dm, path, root = plan.meta, plan.cfg, plan.dm, plan.path, plan.root
     tcfg = cfg["trainer"]
@@ -156,13 +156,16 @@ def run_cir(
         q, g = _embed_group(model, dm, group)
         timings["encode_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        scores = similarity_matrix(q.to(device), g.to(device), model.similarity).cpu()
         labels = dm.labels(group)
-        chunk = cfg["eval"]["chunk_size"] or 256
-        per_group[group.name or "all"] = cir_metrics(scores, labels, chunk_size=chunk)
+        q, g = q.to(device), g.to(device)
+        per_group[group.name or "all"] = evaluate_cir(
+            q, g, labels, similarity=model.similarity, chunk_size=cfg["eval"]["chunk_size"]
+        )  # the library evaluator, chunk by chunk: the [Q, G] matrix is never held
         timings["rank_s"] += time.perf_counter() - t0
         chance[group.name or "all"] = cir_chance(labels, len(g))
-        extras += cir_examples(scores, labels, group.data, n_examples=max(1, 5 // len(dm.groups)))
+        n_ex = max(1, 5 // len(dm.groups))
+        top_rows = similarity_matrix(q[:n_ex], g, model.similarity).cpu()
+        extras += cir_examples(top_rows, labels, group.data, n_examples=n_ex)
         n_q, n_g = n_q + len(q), n_g + len(g)
     if dm.protocol == "fashioniq":
         metrics, chance = fashioniq_mean(per_group), fashioniq_mean(chance)
