@@ -36,7 +36,7 @@ SYSTEM_NEEDS := $(WORDNET_NEEDS) chromium:chromium $(SLURM_NEEDS)
 NEEDS ?= $(SYSTEM_NEEDS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install weights system-packages slurm-up slurm-down bench sweep regress regress-update mutate leaderboard report test lint format benchmark-evaluator clean
+.PHONY: help install weights system-packages slurm-up slurm-down bench sweep regress regress-update mutate leaderboard report test test-full lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -113,7 +113,10 @@ regress-update: $(STAMP) ## re-measure and rewrite benchmarks/regression/baselin
 report: $(STAMP) ## write RESULTS/report.html: tables, bar charts, PR curves, retrieval grids
 	$(VENV)/bin/zsbench report --results-dir $(RESULTS)
 
-test: system-packages $(STAMP) ## run the test suite (installs the system packages the tests use: WordNet, Chromium, Slurm)
+test: system-packages $(STAMP) ## the fast tests, every module (not those marked slow): minutes; installs WordNet, Chromium, Slurm
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-full: system-packages $(STAMP) ## every test, slow and real-data ones included (what CI runs)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + format check

@@ -264,6 +264,7 @@ class TinyThird(Frozen):
 '''
 
 
+@pytest.mark.slow
 def test_a_third_party_method_is_found_by_its_entry_point(tmp_path, tiny):
     """A package outside this repository declares `zsbench.methods` in its metadata; zsbench
     lists it, runs it and writes its result with no change to zsbench."""

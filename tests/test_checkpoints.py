@@ -64,6 +64,7 @@ def logged_epochs(record: dict) -> list[int]:
         return sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("epoch")})
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path, tiny):
     settings = [*tiny, "trainer.max_epochs=6"]
     killed = tmp_path / "killed"

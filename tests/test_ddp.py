@@ -86,6 +86,7 @@ def _gather_worker(rank: int, world: int, port: int, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gathered_embeddings_equal_single_process_order():
     dm = feature_datamodule()
     single = embed_partition(_Embedder(), dm, "query", "query")

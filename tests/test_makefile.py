@@ -28,11 +28,13 @@ def dry_run(target: str, *variables: str) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 def test_default_bench_installs_no_system_package():
     assert "apt-get" not in dry_run("bench")
     assert "apt-get" not in dry_run("bench", "METHOD=lcale")
 
 
+@pytest.mark.slow
 def test_bench_of_a_wordnet_method_installs_wordnet_only():
     recipe = dry_run("bench", "METHOD=sem-pcyc")
     assert "wordnet-base" in recipe and "apt-get" in recipe
@@ -41,6 +43,14 @@ def test_bench_of_a_wordnet_method_installs_wordnet_only():
     assert "apt-get" not in dry_run("bench", "METHOD=sem-pcyc", "OVERRIDES=model.semantics=minilm")
 
 
-def test_test_target_installs_every_system_package():
-    recipe = dry_run("test")
+@pytest.mark.parametrize("target", ["test", "test-full"])
+def test_test_targets_install_every_system_package(target):
+    recipe = dry_run(target)
     assert all(pkg in recipe for pkg in ("wordnet-base", "chromium", "slurm-wlm", "mariadb-server"))
+    # the fast target leaves the slow tests out, the full one (CI's) runs them
+    assert ('-m "not slow"' in recipe) == (target == "test")
+
+
+def test_ci_runs_the_full_suite():
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert "make test-full" in ci and "make test " not in ci

@@ -52,7 +52,7 @@ def _bench(method: str, dataset: str, overrides: list[str], results) -> dict:
     return json.loads(one_result(results, method).read_text())
 
 
-@pytest.mark.parametrize("method", _params())
+@pytest.mark.parametrize("method", list(_params()))
 def test_method_learns_within_a_short_budget(method, tmp_path, request):
     if needs_wordnet(method):
         request.getfixturevalue("wordnet_dir")

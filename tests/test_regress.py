@@ -62,6 +62,7 @@ def test_baseline_rows_tolerance_from_seed_spread_and_chance_check():
     assert not problems
 
 
+@pytest.mark.slow
 def test_regress_catches_a_broken_loss_and_an_inflated_score(tmp_path, monkeypatch):
     cfg = dataclasses.replace(CONFIG, calibration_seeds=(0,))
     good = regress.run_checks(cfg, ["supervised", "frozen"], ["synthetic"], tmp_path / "r1")

@@ -67,6 +67,7 @@ def _killing_first_attempt(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "worker_command", command)
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_and_nothing_is_lost(tmp_path, tiny, monkeypatch):
     _killing_first_attempt(tmp_path, monkeypatch)
     results = tmp_path / "results"
@@ -83,6 +84,7 @@ def test_killed_worker_is_retried_and_nothing_is_lost(tmp_path, tiny, monkeypatc
     assert (len(todo), len(done)) == (0, 2)
 
 
+@pytest.mark.slow
 def test_sweep_killed_midway_then_resumed(tmp_path, tiny):
     """Kill the whole sweep (and its workers) after the first result; the rerun completes
     the grid: every cell exactly once in the leaderboard, the early result untouched."""
@@ -137,6 +139,7 @@ def test_leaderboard_pushed_as_wandb_table_offline(tmp_path, tiny, monkeypatch):
     ]
 
 
+@pytest.mark.slow
 def test_sweep_works_from_a_folder_holding_a_zsbench_results_folder(tmp_path, tiny):
     """The parent of a clone named zsbench/ (with zsbench/results/ in it): a worker started
     there must import the installed zsbench, not the folder (a namespace package)."""

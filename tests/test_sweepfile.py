@@ -173,6 +173,7 @@ def test_emit_wandb_refuses_scoped_overrides(tmp_path):
     assert main(args) == 0 and yaml.safe_load(out.read_text())["method"] == "grid"
 
 
+@pytest.mark.slow
 def test_sweep_file_hash_recorded_in_results(tmp_path, tiny):
     """A local sweep from a file: its sha256 and the cell land in the result's provenance."""
     path = tmp_path / "tiny.yaml"
