@@ -102,7 +102,7 @@ class RtdMethod(PseudoWordMethod):
         prompt: str = CIR_PROMPT,
         phi_checkpoint: str | None = None,
         base_args: dict | None = None,
-        base_epochs: int = 1,
+        base_epochs: int | None = 1,
         noise_scale: float = 0.5,
         temperature: float = 0.07,
         lr: float = 1e-5,
@@ -132,6 +132,21 @@ class RtdMethod(PseudoWordMethod):
         if phi_checkpoint:
             load_phi_checkpoint(self.base.phi, phi_checkpoint)
             self.phi_ready = True
+        name = f"{self.base_method}+rtd"
+        if base_epochs is None and not self.phi_ready:
+            # the paper's stage 1 is a complete run of the base (LinCIR: 20,000 steps, SEARLE:
+            # 100 epochs, Pic2Word: 30): a few epochs here would not be the paper's phi
+            raise ZsbenchError(
+                f"{name}: model.base_epochs=null (preset paper) starts from a trained phi, as "
+                f"the paper does: give --set model.phi_checkpoint=PATH (the authors' released "
+                f"{self.base_method} checkpoint, or the weights of a zsbench {self.base_method} "
+                f"run with --set preset=paper), or --set model.base_epochs=N to train the base "
+                "here for N epochs (not the paper's recipe)."
+            )
+        if base_epochs is not None and base_epochs < 1:
+            raise ZsbenchError(
+                f"{name}: model.base_epochs must be >= 1 or null, got {base_epochs}."
+            )
 
     # ---------------------------------------------------------------- the base's phi
     @property

@@ -114,3 +114,23 @@ def test_phi_checkpoint_official_and_lightning_formats(model, tmp_path):
 def test_unknown_base_args_fail_clearly():
     with pytest.raises(ZsbenchError, match="not arguments of lincir"):
         LincirRtd(clip="tiny", base_args={"phi_droput": 0.1})
+
+
+def test_the_paper_preset_starts_from_a_trained_phi(tmp_path):
+    """RTD's stage 1 in the paper is a complete base run: preset=paper sets base_epochs=null,
+    which needs phi_checkpoint (a few epochs of the base here would not be the paper's phi)."""
+    from zsbench.config import DATA_PROVIDED, resolve_config
+    from zsbench.registry import DATASETS, METHODS
+
+    for method in ("lincir+rtd", "searle+rtd", "pic2word+rtd"):
+        cfg = resolve_config(METHODS.get(method), DATASETS.get("synthetic-cir"), method,
+                             "synthetic-cir", ["preset=paper"], DATA_PROVIDED)  # fmt: skip
+        assert cfg["model"]["base_epochs"] is None
+    with pytest.raises(ZsbenchError, match="phi_checkpoint=PATH"):
+        LincirRtd(clip="tiny", base_epochs=None)
+    with pytest.raises(ZsbenchError, match="base_epochs must be >= 1"):
+        LincirRtd(clip="tiny", base_epochs=0)
+    phi = LincirRtd(clip="tiny").base.phi
+    torch.save({"Phi": phi.state_dict()}, tmp_path / "phi.pt")
+    loaded = LincirRtd(clip="tiny", base_epochs=None, phi_checkpoint=str(tmp_path / "phi.pt"))
+    assert loaded.phi_ready
