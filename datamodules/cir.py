@@ -211,6 +211,8 @@ class CIRDataModule(L.LightningDataModule):
         self.mean: tuple[float, ...] = (0.5, 0.5, 0.5)
         self.std: tuple[float, ...] = (0.5, 0.5, 0.5)
         self.groups: list[EvalGroup] = []
+        # True only for `zsbench submit`: a split with hidden targets is embedded, not scored
+        self.hidden_labels_ok = False
         self._ready = False
 
     # -- to implement ---------------------------------------------------------------------
@@ -232,11 +234,11 @@ class CIRDataModule(L.LightningDataModule):
             return
         self.groups = self.read_groups()
         for g in self.groups:
-            if not g.data.has_targets:
+            if not g.data.has_targets and not self.hidden_labels_ok:
                 raise ZsbenchError(
                     f"{g.data.dataset} split {g.data.split!r} has hidden labels: it is scored "
                     "by the official server. Benchmark on --set dataset.split=val, and write the "
-                    "test submission with zsbench.cir_submission."
+                    "server's files with `zsbench submit` (docs/cir.md)."
                 )
             if not g.data.queries:
                 raise ZsbenchError(f"{g.data.dataset} {g.data.split} {g.name}: no queries.")

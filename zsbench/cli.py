@@ -1,5 +1,5 @@
-"""The `zsbench` command line: methods, datasets, bench, sweep, regress, leaderboard, report,
-evaluate, score-submission, convert-weights.
+"""The `zsbench` command line: methods, datasets, bench, submit, sweep, regress, leaderboard,
+report, evaluate, score-submission, convert-weights.
 
 Every command imports only what it needs, inside its handler: `zsbench --help`, `methods` and
 `datasets` import neither torch nor any plug-in, `leaderboard` and `report` no torch,
@@ -20,7 +20,7 @@ from pathlib import Path
 from zsbench.errors import ZsbenchError
 
 # commands whose work runs torch: they honour ZSBENCH_THREADS (set by `zsbench sweep`)
-_TORCH_COMMANDS = {"bench", "sweep", "regress", "evaluate"}
+_TORCH_COMMANDS = {"bench", "submit", "sweep", "regress", "evaluate"}
 
 
 def _add_results_dir(p: argparse.ArgumentParser) -> None:
@@ -404,6 +404,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
     _add_results_dir(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "submit", help="write CIRR test1 / CIRCO test server files from a trained CIR run"
+    )
+    p.add_argument("--method", required=True)
+    p.add_argument("--dataset", required=True, choices=["cirr", "circo"])
+    p.add_argument("--seed", type=int, default=0, help="the bench run's seed (default 0)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="the same config overrides as the bench run whose weights are submitted",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="a seed<N>.weights.pt file (default: the bench run's own, from --save-weights); "
+        "or give the authors' checkpoint with --set model.checkpoint=PATH",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="default: the test split (cirr test1, circo test); val writes and scores the "
+        "same files offline, to check them against the val result",
+    )
+    p.add_argument("--out", default=None, help="folder for the files (default: under results)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing submission")
+    _add_results_dir(p)
+    p.set_defaults(func=_lazy("zsbench.runner.submit", "submit_main"))
 
     p = sub.add_parser("sweep", help="run a grid of methods x datasets x seeds, resumable")
     from zsbench.launchers import add_sweep_arguments
