@@ -11,7 +11,8 @@ Linear -> Dropout(0.1) -> ReLU with `hidden_dim` (512) units, then a Linear to t
 Training uses unlabelled images only: the text "a photo of $" with phi(image feature) as the
 token of "$" is encoded by CLIP's text encoder, and a symmetric contrastive loss (image->text
 and text->image cross-entropy, averaged) with CLIP's own frozen logit scale pulls each image
-towards its own pseudo-word sentence and away from the batch's others.
+towards its own pseudo-word sentence and away from the batch's others (under DDP the whole
+global batch's, gathered from every process as the official trainer does).
 Query: phi(reference image feature) injected into "a photo of $ that {modification}" (the
 prompt shared by zsbench's projection methods; the official prompt is "a photo of * , {}",
 `--set preset=official-prompt`); gallery: CLIP image features; cosine similarity.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -55,6 +57,26 @@ def symmetric_contrastive_loss(image: Tensor, text: Tensor, scale: Tensor | floa
     logits = scale * image @ text.T
     target = torch.arange(len(image), device=image.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def with_global_negatives(image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+    """Under DDP, every process's image and text features, this process's own rows keeping
+    their gradient (the others are constants): the contrastive loss then ranks each image
+    against the whole global batch, as the official trainer does with `args.aggregate` (on
+    by default, `--skip-aggregate` turns it off). DDP averages the processes' gradients, so
+    the step is the full-batch loss's gradient divided by the world size, as officially.
+    Every process must hold a batch of the same size (DistributedSampler pads its shards to
+    equal lengths). One process: the inputs, unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return image, text
+    world, rank = dist.get_world_size(), dist.get_rank()
+    out = []
+    for x in (image, text):
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.detach().contiguous())
+        parts[rank] = x
+        out.append(torch.cat(parts))
+    return out[0], out[1]
 
 
 class Pic2Word(CIRMethod):
@@ -104,7 +126,11 @@ class Pic2Word(CIRMethod):
         checkpoint: str | None = None,
         fashioniq_captions: str = "both-orders",
         train_crop_scale: list[float] | None = None,
+        gather_negatives: bool = True,
     ) -> None:
+        """`gather_negatives`: under DDP the loss contrasts against every process's features
+        (the official default, `with_global_negatives`); false keeps each process's own batch
+        (the official `--skip-aggregate`). No effect on one device."""
         super().__init__()
         self.save_hyperparameters()
         self.setup_clip(clip)
@@ -140,6 +166,8 @@ class Pic2Word(CIRMethod):
         with torch.no_grad():
             feats = self.image_features(images).float()
         text = self.text_with_tokens([self.hparams.train_prompt] * len(images), self.phi(feats))
+        if self.hparams.gather_negatives:
+            feats, text = with_global_negatives(feats, text)
         loss = symmetric_contrastive_loss(feats, text, self.clip.logit_scale.exp())
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss

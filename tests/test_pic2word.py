@@ -9,7 +9,42 @@ import torch
 import torch.nn.functional as F
 
 from zsbench.clip import encode_with_pseudo_tokens
-from zsbench.methods.pic2word import Phi, Pic2Word, symmetric_contrastive_loss
+from zsbench.methods.pic2word import (
+    Phi,
+    Pic2Word,
+    symmetric_contrastive_loss,
+    with_global_negatives,
+)
+
+_GLOBAL_BATCH, _DIM, _WORLD = 8, 4, 2
+
+
+def _global_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(_GLOBAL_BATCH, _DIM, generator=g), torch.randn(
+        _GLOBAL_BATCH, _DIM, generator=g
+    )
+
+
+def _ddp_rank(rank: int, folder: str) -> None:
+    """One of two gloo processes: its shard of the global batch, the loss over the gathered
+    negatives, and the gradients of its own rows, saved for the test to compare."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/init", rank=rank,
+                            world_size=_WORLD)  # fmt: skip
+    try:
+        image, text = _global_pairs()
+        n = _GLOBAL_BATCH // _WORLD
+        image = image[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        text = text[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        loss = symmetric_contrastive_loss(*with_global_negatives(image, text), 3.0)
+        loss.backward()
+        local = symmetric_contrastive_loss(image.detach(), text.detach(), 3.0)
+        torch.save({"loss": loss.detach(), "local": local, "image": image.grad,
+                    "text": text.grad}, f"{folder}/rank{rank}.pt")  # fmt: skip
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +78,32 @@ def test_symmetric_loss_on_a_hand_built_case():
     assert symmetric_contrastive_loss(image, text.flip(0), 2.0) > loss
     # a single pair has nothing to contrast with
     assert float(symmetric_contrastive_loss(image[:1], text[:1], 2.0)) == pytest.approx(0.0)
+
+
+def test_ddp_negatives_are_the_global_batch_as_the_official_aggregate(tmp_path):
+    """Two processes, four pairs each: each process's loss is the single-process loss over all
+    eight pairs, and its rows' gradients are that loss's gradients (DDP then averages the
+    parameters' gradients over the processes, as the official trainer's DDP does)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_rank, args=(str(tmp_path),), nprocs=_WORLD, join=True)
+    image, text = (x.clone().requires_grad_(True) for x in _global_pairs())
+    full = symmetric_contrastive_loss(image, text, 3.0)
+    full.backward()
+    n = _GLOBAL_BATCH // _WORLD
+    for rank in range(_WORLD):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert float(got["loss"]) == pytest.approx(float(full), rel=1e-6)
+        assert float(got["local"]) != pytest.approx(float(full), rel=1e-3)  # gathering matters
+        rows = slice(rank * n, (rank + 1) * n)
+        torch.testing.assert_close(got["image"], image.grad[rows])
+        torch.testing.assert_close(got["text"], text.grad[rows])
+
+
+def test_without_a_process_group_the_negatives_are_the_batch():
+    a, b = torch.randn(3, 2), torch.randn(3, 2)
+    ga, gb = with_global_negatives(a, b)
+    assert ga is a and gb is b
 
 
 def test_one_training_step_updates_only_phi(model):
