@@ -153,3 +153,31 @@ def test_sweep_works_from_a_folder_holding_a_zsbench_results_folder(tmp_path, ti
                           timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert [r["method"] for r in load_results(results)] == ["frozen"]
+
+
+def test_cell_status_comes_from_the_exit_code_and_the_status_file(tmp_path):
+    """Not from log text: a log that happens to say "Result exists, skipped" is not a skip,
+    and a worker that exited 0 without a status file did not finish a run."""
+    log = tmp_path / "frozen__synthetic__seed0.try1.log"
+    log.write_text("Result exists, skipped: somewhere\n")
+    status = sweep.status_path(log)
+    assert status.name == "frozen__synthetic__seed0.try1.status.json"
+    assert sweep.cell_status(0, log) == "failed"  # no status file
+    for said in ("done", "skipped"):
+        status.write_text(json.dumps({"status": said, "result": "r.json"}))
+        assert sweep.cell_status(0, log) == said
+        assert sweep.cell_status(1, log) == "failed"  # the exit code wins
+    status.write_text("{broken")
+    assert sweep.cell_status(0, log) == "failed"
+
+
+def test_a_worker_reports_done_then_skipped_through_its_status_file(tmp_path, tiny):
+    (cell,), _ = sweep.expand_grid(["frozen"], ["synthetic"], [0])
+    results, logs = tmp_path / "results", tmp_path / "logs"
+    logs.mkdir()
+    env = sweep.worker_env(cell, threads=1)
+    first = sweep.run_cell(cell, tiny, results, False, logs, env)
+    second = sweep.run_cell(cell, tiny, results, False, logs, env)
+    assert (first.status, second.status) == ("done", "skipped")
+    written = json.loads(sweep.status_path(first.log).read_text())
+    assert written["status"] == "done" and written["result"].endswith("seed0.json")

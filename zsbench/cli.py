@@ -72,6 +72,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if not out.skipped and out.record is None:  # a DDP worker (rank > 0): rank 0 reports
         return 0
+    write_run_status("skipped" if out.skipped else "done", out.path)
     if out.skipped:
         print(f"Result exists, skipped: {out.path} (use --overwrite to replace it)")
         df = update_leaderboard(results_dir(args.results_dir))
@@ -83,6 +84,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print()
         print(format_table(df))
     return 0
+
+
+def write_run_status(status: str, result: Path) -> None:
+    """Tell a sweep how this bench run ended: {"status", "result"} written atomically to the
+    file $ZSBENCH_STATUS_FILE names (zsbench.sweep.cell_status reads it); nothing without it."""
+    target = os.environ.get("ZSBENCH_STATUS_FILE")
+    if target:
+        from zsbench.results import write_json_atomic
+
+        write_json_atomic(Path(target), {"status": status, "result": str(result)})
 
 
 def print_config(args: argparse.Namespace) -> int:

@@ -237,6 +237,7 @@ def start_worker(
     """Start the worker process of `cell` (its output to a fresh log); every launcher runs a
     cell through here."""
     log = _free_log_path(Path(log_dir), cell)
+    env = {**env, STATUS_ENV: str(status_path(log))}  # where the worker says how it ended
     with open(log, "w") as f:
         proc = subprocess.Popen(
             worker_command(cell, overrides, results, wandb),
@@ -248,11 +249,27 @@ def start_worker(
     return proc, log
 
 
+# `zsbench bench` writes {"status": "done" | "skipped", "result": path} to the file this
+# variable names (zsbench.cli.write_run_status), so the sweep never reads the worker's log
+STATUS_ENV = "ZSBENCH_STATUS_FILE"
+
+
+def status_path(log: Path) -> Path:
+    """The status file of the worker attempt that writes `log` (`<cell>.tryN.status.json`)."""
+    return Path(log).with_suffix(".status.json")
+
+
 def cell_status(returncode: int, log: Path) -> str:
-    """'done', 'skipped' (the result existed when the worker got the lock) or 'failed'."""
+    """'done', 'skipped' (the result existed when the worker got the lock) or 'failed': the
+    exit code, then the status file the worker wrote. A worker that exited 0 without writing
+    one did not finish a run (it was not a bench worker, or died in a way that hid it)."""
     if returncode != 0:
         return "failed"
-    return "skipped" if "Result exists, skipped" in log.read_text(errors="replace") else "done"
+    try:
+        status = json.loads(status_path(log).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return "failed"
+    return status if status in ("done", "skipped") else "failed"
 
 
 def run_cell(
