@@ -89,10 +89,11 @@ def check_recipe(path: Path) -> tuple[dict, list[RecipeRow]]:
 
 
 def _cell(x: Any) -> str:
-    """A value as code (`null`, `0.75`, a model name); prose (a string with spaces) as is."""
+    """A value as code (`null`, `0.75`, a model name); prose (a string with spaces) as is.
+    A `|` is escaped: it would end the Markdown table cell."""
     if isinstance(x, str) and " " in x:
-        return x
-    return "`null`" if x is None else f"`{x}`"
+        return x.replace("|", "\\|")
+    return "`null`" if x is None else f"`{x}`".replace("|", "\\|")
 
 
 def render_table(path: Path) -> str:
@@ -112,8 +113,9 @@ def render_table(path: Path) -> str:
         else:  # a table rendered before the test fails must not call a mismatch "same"
             mark = "same" if r.ok else "**differs, not stated**"
         key = f" (`{r.key}`)" if r.key else ""
+        what, source, mark = (t.replace("|", "\\|") for t in (r.what, r.source, mark))
         lines.append(
-            f"| {r.what}{key} | {_cell(r.official)} | {r.source} | {_cell(r.zsbench)} | {mark} |"
+            f"| {what}{key} | {_cell(r.official)} | {source} | {_cell(r.zsbench)} | {mark} |"
         )
     lines.append(TABLE_END)
     return "\n".join(lines)
