@@ -4,7 +4,7 @@
     python docs/recipe_tables.py --check  # exit 1 when a page's table is out of date
 
 The table sits between zsbench.recipes' markers; a page without them gets it appended under
-a "## Paper recipe" heading.
+a "## Paper recipe" heading. The page is docs/methods/<method>.md, or the recipe's `docs`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from zsbench.recipes import TABLE_END, recipe_files, render_table
+from zsbench.recipes import TABLE_END, docs_page, recipe_files, render_table
 
 DOCS = Path(__file__).resolve().parent / "methods"
 
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="report stale tables, write nothing")
     args = p.parse_args(argv)
     stale = []
-    for method, path in recipe_files().items():
-        page = DOCS / f"{method}.md"
+    for path in recipe_files().values():
+        page = DOCS / docs_page(path)
         text = page.read_text()
         new = updated_page(text, render_table(path))
         if new != text:

@@ -43,6 +43,14 @@ def recipe_files() -> dict[str, Path]:
     return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
 
 
+def docs_page(path: Path) -> str:
+    """The docs/methods page that holds a recipe's table: the recipe's `docs` (variants that
+    share a page, e.g. the RTD ones on rtd.md), else <method>.md."""
+    from zsbench.config import load_yaml
+
+    return load_yaml(path).get("docs") or f"{path.stem}.md"
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return float(a) == float(b)
