@@ -255,6 +255,7 @@ def test_pic2word_run_writes_cir_result_extras_and_leaderboard_row(tmp_path):
     path = one_result(tmp_path, "pic2word")
     rec = json.loads(path.read_text())
     assert rec["status"] == "ok" and rec["spec"]["name"] == "circo"
+    assert rec["spec"]["ties"] == "expected" and rec["spec"]["version"]  # eval.ties, recorded
     m = rec["metrics"]
     assert set(m) == {f"mAP@{k}" for k in (5, 10, 25, 50)} | {f"R@{k}" for k in (5, 10, 25, 50)}
     assert m["R@50"] >= m["R@25"] >= m["R@10"] >= m["R@5"]

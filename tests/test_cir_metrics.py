@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -89,13 +91,72 @@ def test_circo_recall_uses_main_target_only():
     assert m["mAP@5"] == pytest.approx(1 / 2)  # 1/1 over min(2, 5)
 
 
-def test_ties_are_pessimistic():
+def test_ties_follow_the_tie_rule():
     s = row(0.5, 0.5, 0.5, 0.1)
     assert target_ranks(s, [1]).tolist() == [3]  # both equal items counted before it
-    ap = ap_at_k(s, [[0, 1]], ks=(2, 3))
-    # ties: the non-gt item 2 goes first -> gts at ranks 2 and 3
-    assert ap[2].item() == pytest.approx((1 / 2) / 2)
-    assert ap[3].item() == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # gts 0 and 1 tie with the non-gt 2; it lands at rank 1, 2 or 3 (gts at 2,3 / 1,3 / 1,2)
+    pess = ap_at_k(s, [[0, 1]], ks=(2, 3), ties="pessimistic")
+    assert pess[2].item() == pytest.approx((1 / 2) / 2)
+    assert pess[3].item() == pytest.approx((1 / 2 + 2 / 3) / 2)
+    opt = ap_at_k(s, [[0, 1]], ks=(2, 3), ties="optimistic")
+    assert opt[2].item() == opt[3].item() == pytest.approx(1.0)
+    exp = ap_at_k(s, [[0, 1]], ks=(2, 3))  # expected: the default
+    assert exp[2].item() == pytest.approx((0.25 + 0.5 + 1.0) / 3)
+    assert exp[3].item() == pytest.approx(((1 / 2 + 2 / 3) / 2 + (1 + 2 / 3) / 2 + 1.0) / 3)
+    # one target tied with two others: rank 1, 2 or 3 with probability 1/3 each
+    for ties, r1, r2 in (("expected", 1 / 3, 2 / 3), ("pessimistic", 0, 0), ("optimistic", 1, 1)):
+        m = fashioniq_metrics(s, [1], ks=(1, 2), ties=ties)
+        assert m == pytest.approx({"R@1": r1, "R@2": r2}), ties
+    sub = cirr_metrics(s, [1], [3], [[0, 1, 2, 3]], ks=(1,), subset_ks=(1, 2), ties="expected")
+    assert sub == pytest.approx({"R@1": 1 / 3, "R_subset@1": 1 / 3, "R_subset@2": 2 / 3})
+    with pytest.raises(ValueError, match="tie rule"):
+        cir_metrics(s, CIRLabels("fashioniq", torch.tensor([1]), torch.tensor([-1])), ties="x")
+
+
+def _tie_orders(values: np.ndarray):
+    """Every order inside the tie groups of one score row, each as a row without ties (an
+    item earlier in its group's permutation gets the higher score)."""
+    groups: dict[float, list[int]] = {}
+    for j, v in enumerate(values):
+        groups.setdefault(float(v), []).append(j)
+    for combo in itertools.product(*(itertools.permutations(g) for g in groups.values())):
+        r = values.astype(np.float64).copy()
+        for perm in combo:
+            for pos, j in enumerate(perm):
+                r[j] -= pos * 1e-3
+        yield r
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tie_rules_are_the_mean_min_and_max_over_every_tie_order(seed):
+    """On integer scores full of ties: ``expected`` is the mean of the official (naive) metric
+    over every order inside the tie groups, ``pessimistic`` its minimum, ``optimistic`` its
+    maximum; query by query, for R@k (reference removed), R_subset@k and CIRCO's mAP@k."""
+    rng = np.random.default_rng(seed)
+    G, ks, subset_ks, circo_ks = 7, (1, 2, 4), (1, 2), (1, 3, 5)
+    for _ in range(3):
+        values = rng.integers(0, 3, G).astype(np.float64)
+        target, reference = int(rng.integers(1, G)), 0
+        members = [reference, target, *rng.choice([j for j in range(1, G) if j != target], 2,
+                                                  replace=False).tolist()]  # fmt: skip
+        gt = [target, *rng.choice([j for j in range(G) if j != target], 2, replace=False)]
+        per_order = [
+            naive(r[None], [target], [reference], [members], [gt], ks, subset_ks, ())
+            | naive(r[None], [target], [-1], [members], [gt], (), (), circo_ks)
+            for r in _tie_orders(values)
+        ]
+        s = torch.tensor(values)[None]
+        for ties, pick in (("expected", np.mean), ("pessimistic", np.min),
+                           ("optimistic", np.max)):  # fmt: skip
+            got = cirr_metrics(s, [target], [reference], [members], ks=ks, subset_ks=subset_ks,
+                               ties=ties)  # fmt: skip
+            got |= {k: v for k, v in circo_metrics(s, [gt], ks=circo_ks, ties=ties).items()
+                    if k.startswith("mAP")}  # fmt: skip
+            for key, value in got.items():
+                if key == "Avg":
+                    continue
+                want = pick([o[key] for o in per_order])
+                assert value == pytest.approx(want, abs=1e-12), (ties, key, values.tolist())
 
 
 def test_excluded_items_and_padding():

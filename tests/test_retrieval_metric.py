@@ -261,3 +261,23 @@ def test_readme_lightning_example_runs_and_logs_the_exact_map(tmp_path):
         z = model.net(x)
     ref = evaluate_sbir(z[: len(q)], ql, z[len(q) :], gl, device="cpu")["metrics"]["mAP@all"]
     assert logged["val/mAP"] == pytest.approx(ref, abs=1e-6)
+
+
+def test_cir_tie_rule_reaches_the_metric_and_the_library_evaluator():
+    """Duplicated gallery vectors tie the target with another image: the three rules give
+    R@1 = 1/2, 0 and 1, through evaluate_cir and CIRRetrieval alike."""
+    from zsbench.metrics.cir import CIRLabels
+
+    g = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    q = torch.tensor([[1.0, 0.1]])
+    members = torch.tensor([[0, 1, 2]])
+    labels = CIRLabels("cirr", torch.tensor([1]), torch.tensor([-1]), members=members)
+    for ties, want in (("expected", 0.5), ("pessimistic", 0.0), ("optimistic", 1.0)):
+        got = evaluate_cir(q, g, labels, ties=ties)
+        assert (got["R@1"], got["R_subset@1"], got["R@5"]) == (want, want, 1.0), ties
+        metric = CIRRetrieval("cirr", ties=ties)
+        metric.update(q, target=torch.tensor([1]), members=members, indexes=torch.tensor([0]))
+        metric.update_gallery(g, indexes=torch.arange(3))
+        assert {k: float(v) for k, v in metric.compute().items()} == got
+    with pytest.raises(ValueError, match="tie rule"):
+        CIRRetrieval("cirr", ties="random")

@@ -341,15 +341,22 @@ def evaluate_sbir(
 
 
 def evaluate_cir(
-    query, gallery, labels, similarity: str = "cosine", chunk_size: int | None = None
+    query,
+    gallery,
+    labels,
+    similarity: str = "cosine",
+    chunk_size: int | None = None,
+    ties: str = "expected",
 ) -> dict[str, float]:
     """Score ``gallery`` [G, D] for every composed query [Q, D] and compute the CIR metrics.
 
     ``labels``: a :class:`zsbench.metrics.cir.CIRLabels` (protocol ``fashioniq`` | ``cirr``
     | ``circo``, with the targets, references, image sets or ground truths as gallery rows).
     Scores are computed ``chunk_size`` queries at a time (default: a ~64 MiB block), so the
-    full [Q, G] matrix is never held. Returns {metric key: value in [0, 1]}; ties are ranked
-    pessimistically, as the official CIR evaluation scripts do (zsbench.metrics.cir).
+    full [Q, G] matrix is never held. Returns {metric key: value in [0, 1]}. ``ties``: the order
+    inside tie groups, as for SBIR: ``expected`` (the expected value over random orders; the
+    official scripts' argsort order is arbitrary), ``pessimistic`` or ``optimistic``
+    (zsbench.metrics.cir).
     """
     from zsbench.metrics.cir import CIRLabels, cir_metrics
 
@@ -373,7 +380,7 @@ def evaluate_cir(
     g = _prepare(g.to(dt), similarity)
     q = _prepare(q.to(device=g.device, dtype=dt), similarity)
     scores = _LazyScores(q, g, similarity)
-    return cir_metrics(scores, labels, chunk_size=chunk_size)
+    return cir_metrics(scores, labels, chunk_size=chunk_size, ties=ties)
 
 
 class _LazyScores:

@@ -10,9 +10,12 @@ Definitions (the official evaluation code of SEARLE / LinCIR, the CIRR server, C
 ``src/evaluation.py``):
 
 * rank of an item: its 1-based position in the gallery sorted by descending score, after the
-  excluded items are removed. Ties are broken *pessimistically* (every other item with an equal
-  score is ranked before it); the official code ranks with ``argsort``/``topk``, whose tie order
-  is unspecified, so without ties the two agree exactly.
+  excluded items are removed. Inside a tie group (items of equal score) the order follows
+  ``ties``, as for SBIR (zsbench.metrics.ranking, whose exact formulas these metrics share):
+  ``expected`` (default) the expected value over a uniformly random order, ``pessimistic`` /
+  ``optimistic`` the other (the relevant) items first. The official code ranks with
+  ``argsort``/``topk``, whose tie order is unspecified; without ties all three agree with it
+  exactly. :func:`target_ranks` / :func:`subset_ranks` give pessimistic ranks.
 * ``R@k`` (recall at k, one target): the fraction of queries whose target's rank is <= k.
 * CIRR ``R@k``: the same with the query's reference image removed from the gallery.
 * CIRR ``R_subset@k``: the rank of the target among the query's ``img_set`` members, with the
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zsbench.errors import ZsbenchError
+from zsbench.metrics import ranking
 
 __all__ = [
     "CIRCO_KS",
@@ -56,7 +60,9 @@ __all__ = [
     "fashioniq_metrics",
     "index_tensor",
     "recall_from_ranks",
+    "subset_hits",
     "subset_ranks",
+    "target_hits",
     "target_ranks",
 ]
 
@@ -185,13 +191,62 @@ def subset_ranks(scores, target, members, reference=None) -> Tensor:
     return ((ms >= own) & valid).sum(1)
 
 
-def ap_at_k(scores, gt, ks: Sequence[int] = CIRCO_KS, exclude=None) -> dict[int, Tensor]:
+def _others_below(s: Tensor, keep: Tensor) -> Tensor:
+    """``s`` with every entry outside ``keep`` (bool [C, G]) at -inf: below any finite score,
+    so those items never count as ranked above or tied with a relevant one."""
+    return torch.where(keep, s, s.new_tensor(float("-inf")))
+
+
+def _hits(st: ranking.RankStats, ks: Sequence[int], ties: str) -> dict[int, Tensor]:
+    """{k: probability [C] that the one relevant item is among the first k}."""
+    return {int(k): ranking.inclusion(st, int(k), ties)[:, 0] for k in ks}
+
+
+def target_hits(scores, target, ks: Sequence[int], exclude=None, ties: str = "expected"):
+    """{k: [C] float64}: whether (the probability under ``ties`` that) each query's target is
+    among the first k of the non-excluded gallery; the mean over queries is R@k."""
+    ranking.check_ties(ties)
+    s = _scores(scores)
+    target_ranks(s, target, exclude)  # the checks (and nothing else) of the pessimistic rank
+    t = index_tensor(target, "target", 1).to(s.device)
+    keep = torch.ones_like(s, dtype=torch.bool)
+    if exclude is not None:
+        ex = _exclude_tensor(exclude, s)
+        rows = torch.arange(s.shape[0], device=s.device)[:, None].expand_as(ex)
+        keep[rows[ex >= 0], ex[ex >= 0]] = False
+    keep[torch.arange(s.shape[0], device=s.device), t] = False
+    st = ranking.rank_stats(s.gather(1, t[:, None]), _others_below(s, keep))
+    return _hits(st, ks, ties)
+
+
+def subset_hits(scores, target, members, reference=None, ks: Sequence[int] = CIRR_SUBSET_KS,
+                ties: str = "expected"):  # fmt: skip
+    """{k: [C] float64}: the target among the first k of the query's ``members`` minus the
+    reference (CIRR's R_subset@k per query), ties by ``ties``."""
+    ranking.check_ties(ties)
+    s = _scores(scores)
+    subset_ranks(s, target, members, reference)  # the checks of the pessimistic rank
+    t = index_tensor(target, "target", 1).to(s.device)
+    m = index_tensor(members, "members", 2).to(s.device)
+    valid = (m >= 0) & (m != t[:, None])
+    if reference is not None:
+        valid &= m != index_tensor(reference, "reference", 1).to(s.device)[:, None]
+    others = _others_below(s.gather(1, m.clamp(min=0)), valid)
+    st = ranking.rank_stats(s.gather(1, t[:, None]), others)
+    return _hits(st, ks, ties)
+
+
+def ap_at_k(
+    scores, gt, ks: Sequence[int] = CIRCO_KS, exclude=None, ties: str = "expected"
+) -> dict[int, Tensor]:
     """CIRCO's AP@k per query, for several ground truths: {k: float64 [C]}.
 
     ``gt`` [C, M] gallery indices of each query's ground truths (``-1`` padding, at least one
     per query, no repeats). With ground truths in descending score order, the j-th (1-based) has
     rank r_j = j + #non-ground-truth items scoring >= it (pessimistic ties); then
-    AP@k = sum_{r_j <= k} (j / r_j) / min(#gt, k), exactly CIRCO's server formula.
+    AP@k = sum_{r_j <= k} (j / r_j) / min(#gt, k), exactly CIRCO's server formula. That sum is
+    ``ranking.precision_sum``, so ``ties`` works as for SBIR (``expected``: its exact
+    expectation over the orders inside tie groups).
     """
     s = _scores(scores)
     _check_finite(s)
@@ -212,17 +267,19 @@ def ap_at_k(scores, gt, ks: Sequence[int] = CIRCO_KS, exclude=None) -> dict[int,
     g_scores = torch.where(valid, s.gather(1, g.clamp(min=0)), s.new_tensor(float("-inf")))
     if (valid & torch.isinf(g_scores)).any():
         raise ZsbenchError("a ground truth is also excluded from the gallery.")
-    g_desc = torch.sort(g_scores, dim=1, descending=True).values
-    n_ge_all = _count_ge(s, g_desc.contiguous())
-    gt_ge = (g_desc[:, None, :] >= g_desc[:, :, None]).sum(2)  # ground truths >= this one
-    j = torch.arange(1, g.shape[1] + 1, device=s.device)[None]
-    ranks = (n_ge_all - gt_ge + j).to(torch.float64)
-    is_gt = j <= n_gt[:, None]
-    prec = torch.where(is_gt, j / ranks, torch.zeros_like(ranks))
-    out = {}
-    for k in ks:
-        hit = is_gt & (ranks <= k)
-        out[int(k)] = (prec * hit).sum(1) / n_gt.clamp(max=int(k))  # float64 / int64
+    ranking.check_ties(ties)
+    keep = torch.ones_like(s, dtype=torch.bool)
+    rows = torch.arange(s.shape[0], device=s.device)[:, None].expand_as(g)
+    keep[rows[valid], g[valid]] = False
+    neg = _others_below(s, keep)  # excluded items are at -inf already
+    out = {int(k): torch.zeros(s.shape[0], dtype=torch.float64, device=s.device) for k in ks}
+    # ranking.rank_stats takes queries with one number of positives: one block per count
+    for r in torch.unique(n_gt).tolist():
+        sel = (n_gt == r).nonzero()[:, 0]
+        pos = torch.sort(g_scores[sel], dim=1, descending=True).values[:, :r]
+        st = ranking.rank_stats(pos, neg[sel])
+        for k in ks:
+            out[int(k)][sel] = ranking.precision_sum(st, int(k), ties) / min(r, int(k))
     return out
 
 
@@ -252,15 +309,29 @@ def _chunk_scores(scores, sl: slice) -> Tensor:
     return _scores(scores[sl])
 
 
+def _mean_hits(parts: list[dict[int, Tensor]], prefix: str = "R@") -> dict[str, float]:
+    """{f"{prefix}{k}": mean over all queries} of per-chunk {k: [C]} hit tensors."""
+    if not parts:
+        raise ZsbenchError("no queries to score.")
+    return {f"{prefix}{k}": float(torch.cat([p[k] for p in parts]).mean()) for k in parts[0]}
+
+
 def fashioniq_metrics(
-    scores, target, *, ks: Sequence[int] = FASHIONIQ_KS, chunk_size: int = DEFAULT_CHUNK
+    scores,
+    target,
+    *,
+    ks: Sequence[int] = FASHIONIQ_KS,
+    chunk_size: int = DEFAULT_CHUNK,
+    ties: str = "expected",
 ) -> dict[str, float]:
     """FashionIQ R@10 / R@50 for one category (reference kept in the gallery, as in SEARLE)."""
     t = index_tensor(target, "target", 1)
-    ranks = torch.cat(
-        [target_ranks(_chunk_scores(scores, sl), t[sl]) for sl in _chunks(len(t), chunk_size)]
+    return _mean_hits(
+        [
+            target_hits(_chunk_scores(scores, sl), t[sl], ks, ties=ties)
+            for sl in _chunks(len(t), chunk_size)
+        ]
     )
-    return recall_from_ranks(ranks, ks)
 
 
 def fashioniq_mean(per_category: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -290,6 +361,7 @@ def cirr_metrics(
     ks: Sequence[int] = CIRR_KS,
     subset_ks: Sequence[int] = CIRR_SUBSET_KS,
     chunk_size: int = DEFAULT_CHUNK,
+    ties: str = "expected",
 ) -> dict[str, float]:
     """CIRR R@1/5/10/50 with the reference removed, R_subset@1/2/3 within ``img_set``, and
     their ``Avg`` (R@5 + R_subset@1) / 2."""
@@ -299,10 +371,10 @@ def cirr_metrics(
     full, sub = [], []
     for sl in _chunks(len(t), chunk_size):
         s = _chunk_scores(scores, sl)
-        full.append(target_ranks(s, t[sl], exclude=r[sl]))
-        sub.append(subset_ranks(s, t[sl], m[sl], r[sl]))
-    out = recall_from_ranks(torch.cat(full), ks)
-    out.update(recall_from_ranks(torch.cat(sub), subset_ks, prefix="R_subset@"))
+        full.append(target_hits(s, t[sl], ks, exclude=r[sl], ties=ties))
+        sub.append(subset_hits(s, t[sl], m[sl], r[sl], subset_ks, ties=ties))
+    out = _mean_hits(full)
+    out.update(_mean_hits(sub, prefix="R_subset@"))
     if "R@5" in out and "R_subset@1" in out:
         out["Avg"] = (out["R@5"] + out["R_subset@1"]) / 2
     return out
@@ -316,6 +388,7 @@ def circo_metrics(
     exclude=None,
     ks: Sequence[int] = CIRCO_KS,
     chunk_size: int = DEFAULT_CHUNK,
+    ties: str = "expected",
 ) -> dict[str, float]:
     """CIRCO mAP@5/10/25/50 over all ground truths and R@k on the main target.
 
@@ -326,14 +399,14 @@ def circo_metrics(
     t = g[:, 0] if target is None else index_tensor(target, "target", 1)
     ex = None if exclude is None else torch.as_tensor(exclude)
     aps: dict[int, list[Tensor]] = {int(k): [] for k in ks}
-    ranks = []
+    hits = []
     for sl in _chunks(len(g), chunk_size):
         s = _chunk_scores(scores, sl)
-        for k, v in ap_at_k(s, g[sl], ks, exclude=_rows(ex, sl)).items():
+        for k, v in ap_at_k(s, g[sl], ks, exclude=_rows(ex, sl), ties=ties).items():
             aps[k].append(v)
-        ranks.append(target_ranks(s, t[sl], exclude=_rows(ex, sl)))
+        hits.append(target_hits(s, t[sl], ks, exclude=_rows(ex, sl), ties=ties))
     out = {f"mAP@{k}": float(torch.cat(v).mean()) for k, v in aps.items()}
-    out.update(recall_from_ranks(torch.cat(ranks), ks))
+    out.update(_mean_hits(hits))
     return out
 
 
@@ -365,17 +438,20 @@ class CIRLabels:
         return len(self.target)
 
 
-def cir_metrics(scores, labels: CIRLabels, *, chunk_size: int = DEFAULT_CHUNK) -> dict[str, float]:
-    """The metrics of ``labels.protocol`` for a score matrix [Q, G] (see the module docstring)."""
+def cir_metrics(
+    scores, labels: CIRLabels, *, chunk_size: int = DEFAULT_CHUNK, ties: str = "expected"
+) -> dict[str, float]:
+    """The metrics of ``labels.protocol`` for a score matrix [Q, G] (see the module docstring);
+    ``ties``: the order inside tie groups (expected | pessimistic | optimistic)."""
     if len(scores) != len(labels):
         raise ZsbenchError(f"scores have {len(scores)} rows but there are {len(labels)} queries.")
+    ranking.check_ties(ties)
+    kw = {"chunk_size": chunk_size, "ties": ties}
     if labels.protocol == "fashioniq":
-        return fashioniq_metrics(scores, labels.target, chunk_size=chunk_size)
+        return fashioniq_metrics(scores, labels.target, **kw)
     if labels.protocol == "cirr":
-        return cirr_metrics(
-            scores, labels.target, labels.reference, labels.members, chunk_size=chunk_size
-        )
-    return circo_metrics(scores, labels.gt, target=labels.target, chunk_size=chunk_size)
+        return cirr_metrics(scores, labels.target, labels.reference, labels.members, **kw)
+    return circo_metrics(scores, labels.gt, target=labels.target, **kw)
 
 
 def combine_caption_orders(features_a: Tensor, features_b: Tensor) -> Tensor:

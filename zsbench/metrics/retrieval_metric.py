@@ -179,11 +179,13 @@ class CIRRetrieval(Metric):
         max_members: int = 8,
         max_gt: int = 32,
         chunk_size: int | None = None,
+        ties: str = "expected",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         from zsbench.evaluation import _check_similarity
         from zsbench.metrics.cir import PROTOCOLS
+        from zsbench.metrics.ranking import check_ties
 
         if protocol not in PROTOCOLS:
             raise ZsbenchError(f"unknown CIR protocol {protocol!r}; one of {PROTOCOLS}.")
@@ -191,6 +193,7 @@ class CIRRetrieval(Metric):
         self.similarity = _check_similarity(similarity)
         self.widths = {"members": max_members, "gt": max_gt}
         self.chunk_size = chunk_size
+        self.ties = check_ties(ties)
         for name in ("query", "query_index", "target", "reference", "members", "gt"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.add_state("gallery", default=[], dist_reduce_fx="cat")
@@ -266,5 +269,6 @@ class CIRRetrieval(Metric):
             members=parts["members"].cpu() if self.protocol == "cirr" else None,
             gt=parts["gt"].cpu() if self.protocol == "circo" else None,
         )
-        out = evaluate_cir(q, g, labels, similarity=self.similarity, chunk_size=self.chunk_size)
+        out = evaluate_cir(q, g, labels, similarity=self.similarity, chunk_size=self.chunk_size,
+                           ties=self.ties)  # fmt: skip
         return {k: torch.tensor(v, dtype=torch.float64, device=q.device) for k, v in out.items()}

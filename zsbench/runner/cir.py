@@ -8,6 +8,7 @@ import time
 import torch
 
 from zsbench.errors import ZsbenchError
+from zsbench.metrics_version import METRICS_VERSION
 from zsbench.runner.common import (
     BenchOutcome,
     RunPlan,
@@ -159,7 +160,12 @@ def run_cir(
         labels = dm.labels(group)
         q, g = q.to(device), g.to(device)
         per_group[group.name or "all"] = evaluate_cir(
-            q, g, labels, similarity=model.similarity, chunk_size=cfg["eval"]["chunk_size"]
+            q,
+            g,
+            labels,
+            similarity=model.similarity,
+            chunk_size=cfg["eval"]["chunk_size"],
+            ties=cfg["eval"]["ties"],
         )  # the library evaluator, chunk by chunk: the [Q, G] matrix is never held
         timings["rank_s"] += time.perf_counter() - t0
         chance[group.name or "all"] = cir_chance(labels, len(g))
@@ -178,7 +184,9 @@ def run_cir(
         "metrics": metrics,
         "spec": {
             "name": dm.protocol,
-            "definition": "zsbench.metrics.cir (docs/cir.md); ties ranked pessimistically",
+            "definition": "zsbench.metrics.cir (docs/cir.md)",
+            "ties": cfg["eval"]["ties"],  # the order inside tie groups, as eval.ties for SBIR
+            "version": METRICS_VERSION,
         },
         "n_queries": n_q,
         "n_gallery": n_g,
