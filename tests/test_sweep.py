@@ -78,7 +78,9 @@ def test_killed_worker_is_retried_and_nothing_is_lost(tmp_path, tiny, monkeypatc
     assert sorted(o.status for o in outcomes) == ["done", "done"]
     assert all(o.attempts == 2 for o in outcomes)
     logs = sorted(p.name for p in (results / "logs" / "sweep").glob("frozen__*"))
-    assert logs == ["frozen__synthetic__seed0.try1.log", "frozen__synthetic__seed0.try2.log"]
+    # the killed first attempt kept its log and wrote no status; the second said "done"
+    assert logs == ["frozen__synthetic__seed0.try1.log", "frozen__synthetic__seed0.try2.log",
+                    "frozen__synthetic__seed0.try2.status.json"]  # fmt: skip
     assert sorted(r["method"] for r in load_results(results)) == ["frozen", "supervised"]
     todo, done = sweep.pending(cells, tiny, results)  # a rerun has nothing left to do
     assert (len(todo), len(done)) == (0, 2)
