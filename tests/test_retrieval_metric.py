@@ -67,6 +67,22 @@ def test_metric_equals_evaluate_sbir_over_batches_with_ties(spec):
     assert metric.result["n_queries"] == len(q) and metric.result["n_gallery"] == len(g)
 
 
+def test_sbir_metric_takes_the_tie_rule_it_is_given():
+    """On tied features the three tie rules differ, and the metric gives evaluate_sbir's number
+    under each (the rule reaches the spec, not only the default)."""
+    q, ql, g, gl = _tied_data(n_q=20, n_g=250)  # a gallery past the P@100 cut-off
+    seen = set()
+    for ties in ("expected", "pessimistic", "optimistic"):
+        metric = SBIRRetrieval(spec="default", ties=ties)
+        metric.update(q, ql, "query")
+        metric.update(g, gl, "gallery")
+        ref = evaluate_sbir(q, ql, g, gl, spec="default", ties=ties, device="cpu")["metrics"]
+        got = metric.compute()
+        _assert_same(got, ref)
+        seen.add(round(float(got["P@100"]), 12))
+    assert len(seen) == 3  # the data has ties that the rules order differently
+
+
 def test_padding_repeats_are_dropped_by_index_and_counted_without_it():
     q, ql, g, gl = _tied_data(seed=2)
     ref = evaluate_sbir(q, ql, g, gl, device="cpu")["metrics"]
