@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from zsbench.errors import ZsbenchError
-from zsbench.evaluation import default_chunk_size, evaluate_sbir, similarity_matrix
+from zsbench.evaluation import default_chunk_size, evaluate_sbir, score_rows, similarity_matrix
 from zsbench.metrics import METRIC_SPECS, get_spec, per_query_ap, per_query_values
 
 
@@ -243,3 +243,19 @@ def test_cuda_matches_cpu():
         a = evaluate_sbir(qf, ql, gf, gl, spec=name, device="cpu")
         b = evaluate_sbir(qf, ql, gf, gl, spec=name, device="cuda")
         assert a["metrics"] == pytest.approx(b["metrics"], abs=1e-9, nan_ok=True)
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "dot", "euclidean"])
+def test_score_rows_are_the_similarity_matrix_slice_by_slice(similarity):
+    """The lazy matrix of evaluate_cir and zsbench submit: any slice of its rows is the same
+    slice of similarity_matrix, one row, a block, past the end; its shape is [Q, G]. (To float32
+    rounding: a matrix product of fewer rows may round its last bit otherwise.)"""
+    q, g = torch.randn(23, 5), torch.randn(9, 5)
+    rows = score_rows(q, g, similarity)
+    full = similarity_matrix(q, g, similarity)
+    assert rows.shape == (23, 9) and len(rows) == 23
+    for sl in (slice(0, 1), slice(3, 5), slice(2, 19), slice(0, 23), slice(20, 40)):
+        torch.testing.assert_close(rows[sl], full[sl], rtol=1e-6, atol=1e-6, msg=str(sl))
+    assert rows[slice(23, 30)].shape == (0, 9)
+    with pytest.raises(ZsbenchError, match="dimensions differ"):
+        score_rows(q, torch.randn(9, 4), similarity)

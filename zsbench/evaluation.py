@@ -27,6 +27,7 @@ __all__ = [
     "default_chunk_size",
     "evaluate_cir",
     "evaluate_sbir",
+    "score_rows",
     "similarity_matrix",
     "tie_warning",
 ]
@@ -353,7 +354,8 @@ def evaluate_cir(
     ``labels``: a :class:`zsbench.metrics.cir.CIRLabels` (protocol ``fashioniq`` | ``cirr``
     | ``circo``, with the targets, references, image sets or ground truths as gallery rows).
     Scores are computed ``chunk_size`` queries at a time (default: a ~64 MiB block), so the
-    full [Q, G] matrix is never held. Returns {metric key: value in [0, 1]}. ``ties``: the order
+    full [Q, G] matrix is never held (:func:`score_rows`). Returns {metric key: value in
+    [0, 1]}. ``ties``: the order
     inside tie groups, as for SBIR: ``expected`` (the expected value over random orders; the
     official scripts' argsort order is arbitrary), ``pessimistic`` or ``optimistic``
     (zsbench.metrics.cir).
@@ -365,6 +367,19 @@ def evaluate_cir(
             f"labels must be a zsbench.metrics.cir.CIRLabels, got {type(labels).__name__}; "
             "build it with CIRLabels(protocol, target, reference, members=..., gt=...)."
         )
+    scores = score_rows(query, gallery, similarity)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(scores.shape[1])
+    if len(scores) != len(labels):
+        raise ZsbenchError(f"{len(scores)} query features but {len(labels)} queries in labels.")
+    return cir_metrics(scores, labels, chunk_size=chunk_size, ties=ties)
+
+
+def score_rows(query, gallery, similarity: str = "cosine") -> _LazyScores:
+    """The score matrix [Q, G] of :func:`similarity_matrix`, computed when a slice of its rows
+    is read (``scores[lo:hi]``): ``cir_metrics`` and the test-server writers
+    (zsbench.cir_submission) read it a query block at a time, so a large gallery (CIRCO's
+    123,403 images) never becomes a full matrix. The features are checked and prepared once."""
     _check_similarity(similarity)
     q = _features(query, "query features")
     g = _features(gallery, "gallery features")
@@ -372,19 +387,14 @@ def evaluate_cir(
         raise ZsbenchError(
             f"feature dimensions differ: query D={q.shape[1]}, gallery D={g.shape[1]}."
         )
-    if chunk_size is None:
-        chunk_size = default_chunk_size(len(g))
-    if len(q) != len(labels):
-        raise ZsbenchError(f"{len(q)} query features but {len(labels)} queries in labels.")
     dt = _work_dtype(q, g)
     g = _prepare(g.to(dt), similarity)
     q = _prepare(q.to(device=g.device, dtype=dt), similarity)
-    scores = _LazyScores(q, g, similarity)
-    return cir_metrics(scores, labels, chunk_size=chunk_size, ties=ties)
+    return _LazyScores(q, g, similarity)
 
 
 class _LazyScores:
-    """Rows of the score matrix computed on demand: ``cir_metrics`` slices it by query chunk."""
+    """Rows of the score matrix computed on demand (see :func:`score_rows`)."""
 
     def __init__(self, q: Tensor, g: Tensor, similarity: str) -> None:
         self.q, self.g, self.similarity = q, g, similarity

@@ -40,39 +40,6 @@ class SubmitOutcome:
     manifest: dict
 
 
-class _ScoreRows:
-    """The [Q, G] score matrix computed a block of query rows at a time (CIRCO's test gallery
-    has 123,403 images: 800 x 123,403 scores are never held at once). The last block is kept,
-    so the one-row reads of CIRR's subset ranking cost one matrix product per block."""
-
-    def __init__(self, q: torch.Tensor, g: torch.Tensor, similarity: str, block: int = 512):
-        self.q, self.g, self.similarity, self.block = q, g, similarity, block
-        self._lo, self._rows = -1, None
-
-    def __len__(self) -> int:
-        return len(self.q)
-
-    def _block(self, lo: int) -> torch.Tensor:
-        from zsbench.evaluation import similarity_matrix
-
-        if lo != self._lo:
-            hi = lo + self.block
-            self._lo, self._rows = lo, similarity_matrix(self.q[lo:hi], self.g, self.similarity)
-        return self._rows
-
-    def __getitem__(self, rows: slice) -> torch.Tensor:
-        start, stop, _ = rows.indices(len(self.q))
-        parts, i = [], start
-        while i < stop:  # one piece per block the rows touch
-            lo = i - i % self.block
-            hi = min(stop, lo + self.block)
-            parts.append(self._block(lo)[i - lo : hi - lo])
-            i = hi
-        if not parts:
-            return torch.empty(0, len(self.g))
-        return (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
-
-
 def submission_dir(root: Path, dataset: str, split: str, method: str, seed: int,
                    variant: str) -> Path:  # fmt: skip
     """Where one run's submission files go (the result path's layout, under submissions/)."""
@@ -93,8 +60,10 @@ def _split_of(dataset: str, split: str | None) -> str:
 
 
 def _reject_split_override(overrides) -> None:
+    from zsbench.config import parse_override
+
     for o in overrides:
-        if str(o).split("=", 1)[0].strip().split(":")[-1] == "dataset.split":
+        if parse_override(str(o))[:2] == ("dataset", "split"):
             raise ZsbenchError(
                 "zsbench submit picks the split itself (the test split, or --split val for the "
                 "offline check); drop --set dataset.split and use --split."
@@ -136,10 +105,16 @@ def submit(
 ) -> SubmitOutcome:
     """Embed the test split of `dataset` (cirr, circo) with `method`'s trained weights and write
     the server files; see the module docstring."""
-    from zsbench.cir_submission import circo_submission, cirr_submissions, score_submission
+    from zsbench.cir_submission import (
+        circo_submission,
+        cirr_submissions,
+        score_submission,
+        write_submission,
+    )
+    from zsbench.evaluation import score_rows
     from zsbench.provenance import provenance
     from zsbench.runner.cir import _embed_group
-    from zsbench.runner.common import _device, _prepare_run, _seeded_model
+    from zsbench.runner.common import _prepare_run, _seeded_model
 
     split = _split_of(dataset, split)
     _reject_split_override(overrides)
@@ -174,8 +149,7 @@ def submit(
             f"COCO2017_unlabeled/annotations/image_info_unlabeled2017.json (docs/cir.md)."
         )
     tcfg = cfg["trainer"]
-    _prepare_run(dm, tcfg)
-    device = _device(tcfg["accelerator"])
+    device = _prepare_run(dm, tcfg)
     model = _seeded_model(method_cls, int(seed), **cfg["model"])
     info = model.backbone_info
     dm.set_normalization(info.mean, info.std)
@@ -183,13 +157,11 @@ def submit(
     model.to(device).eval()
     with torch.no_grad():
         q, g = (z.to(device) for z in _embed_group(model, dm, group))
-    scores = _ScoreRows(q, g, model.similarity)
+    scores = score_rows(q, g, model.similarity)  # read a block of queries at a time
     if dataset == "cirr":
         subs = dict(zip(files, cirr_submissions(scores, group.data), strict=True))
     else:
         subs = {files[0]: circo_submission(scores, group.data)}
-    from zsbench.cir_submission import write_submission
-
     for path, sub in subs.items():
         write_submission(path, sub)
     scored = None
