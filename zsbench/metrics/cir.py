@@ -139,14 +139,9 @@ def _check_finite(s: Tensor) -> None:
 # --------------------------------------------------------------------------- per-query values
 
 
-def target_ranks(scores, target, exclude=None) -> Tensor:
-    """Pessimistic 1-based rank of each query's target among the non-excluded gallery items.
-
-    ``scores`` [C, G]; ``target`` [C] gallery indices (>= 0); ``exclude`` None, [C] or [C, E]
-    gallery indices removed from the ranking (``-1`` = none), e.g. CIRR's reference image.
-    rank = number of non-excluded items whose score is >= the target's score (itself included).
-    Returns int64 [C].
-    """
+def _target_inputs(scores, target, exclude) -> tuple[Tensor, Tensor]:
+    """The checked scores [C, G] (excluded items at -inf) and target indices [C] of
+    :func:`target_ranks` / :func:`target_hits`."""
     s = _scores(scores)
     _check_finite(s)
     t = index_tensor(target, "target", 1).to(s.device)
@@ -160,17 +155,26 @@ def target_ranks(scores, target, exclude=None) -> Tensor:
             q = int(hit.any(1).nonzero()[0])
             raise ZsbenchError(f"query {q}: its target is also excluded from the gallery.")
         s = _excluded_to_neg_inf(s, ex)
+    return s, t
+
+
+def target_ranks(scores, target, exclude=None) -> Tensor:
+    """Pessimistic 1-based rank of each query's target among the non-excluded gallery items.
+
+    ``scores`` [C, G]; ``target`` [C] gallery indices (>= 0); ``exclude`` None, [C] or [C, E]
+    gallery indices removed from the ranking (``-1`` = none), e.g. CIRR's reference image.
+    rank = number of non-excluded items whose score is >= the target's score (itself included).
+    Returns int64 [C].
+    """
+    s, t = _target_inputs(scores, target, exclude)
     own = s.gather(1, t[:, None])
     return _count_ge(s, own)[:, 0]
 
 
-def subset_ranks(scores, target, members, reference=None) -> Tensor:
-    """Pessimistic 1-based rank of the target among the query's ``members`` minus ``reference``.
-
-    CIRR's subset protocol: ``members`` [C, S] are the gallery indices of the query's
-    ``img_set`` (``-1`` padding), the reference is removed, and the target must be a member.
-    Returns int64 [C].
-    """
+def _subset_inputs(scores, target, members, reference) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The checked target scores [C, 1], member scores [C, S], the members that count (valid,
+    not the reference) and which of them is the target, both bool [C, S], of
+    :func:`subset_ranks` / :func:`subset_hits`."""
     s = _scores(scores)
     _check_finite(s)
     t = index_tensor(target, "target", 1).to(s.device)
@@ -186,14 +190,23 @@ def subset_ranks(scores, target, members, reference=None) -> Tensor:
     if not is_target.any(1).all():
         q = int((~is_target.any(1)).nonzero()[0])
         raise ZsbenchError(f"query {q}: the target is not among its image-set members.")
-    ms = s.gather(1, m.clamp(min=0))
-    own = s.gather(1, t[:, None])
+    return s.gather(1, t[:, None]), s.gather(1, m.clamp(min=0)), valid, is_target
+
+
+def subset_ranks(scores, target, members, reference=None) -> Tensor:
+    """Pessimistic 1-based rank of the target among the query's ``members`` minus ``reference``.
+
+    CIRR's subset protocol: ``members`` [C, S] are the gallery indices of the query's
+    ``img_set`` (``-1`` padding), the reference is removed, and the target must be a member.
+    Returns int64 [C].
+    """
+    own, ms, valid, _ = _subset_inputs(scores, target, members, reference)
     return ((ms >= own) & valid).sum(1)
 
 
-def _others_below(s: Tensor, keep: Tensor) -> Tensor:
-    """``s`` with every entry outside ``keep`` (bool [C, G]) at -inf: below any finite score,
-    so those items never count as ranked above or tied with a relevant one."""
+def _neg_inf_outside(s: Tensor, keep: Tensor) -> Tensor:
+    """``s`` with every entry outside ``keep`` (bool, same shape) at -inf: below any finite
+    score, so those items never count as ranked above or tied with a relevant one."""
     return torch.where(keep, s, s.new_tensor(float("-inf")))
 
 
@@ -206,17 +219,9 @@ def target_hits(scores, target, ks: Sequence[int], exclude=None, ties: str = "ex
     """{k: [C] float64}: whether (the probability under ``ties`` that) each query's target is
     among the first k of the non-excluded gallery; the mean over queries is R@k."""
     ranking.check_ties(ties)
-    s = _scores(scores)
-    target_ranks(s, target, exclude)  # the checks (and nothing else) of the pessimistic rank
-    t = index_tensor(target, "target", 1).to(s.device)
-    keep = torch.ones_like(s, dtype=torch.bool)
-    if exclude is not None:
-        ex = _exclude_tensor(exclude, s)
-        rows = torch.arange(s.shape[0], device=s.device)[:, None].expand_as(ex)
-        keep[rows[ex >= 0], ex[ex >= 0]] = False
-    keep[torch.arange(s.shape[0], device=s.device), t] = False
-    st = ranking.rank_stats(s.gather(1, t[:, None]), _others_below(s, keep))
-    return _hits(st, ks, ties)
+    s, t = _target_inputs(scores, target, exclude)  # excluded items at -inf: never above
+    others = s.scatter(1, t[:, None], float("-inf"))  # every item but the target
+    return _hits(ranking.rank_stats(s.gather(1, t[:, None]), others), ks, ties)
 
 
 def subset_hits(scores, target, members, reference=None, ks: Sequence[int] = CIRR_SUBSET_KS,
@@ -224,16 +229,9 @@ def subset_hits(scores, target, members, reference=None, ks: Sequence[int] = CIR
     """{k: [C] float64}: the target among the first k of the query's ``members`` minus the
     reference (CIRR's R_subset@k per query), ties by ``ties``."""
     ranking.check_ties(ties)
-    s = _scores(scores)
-    subset_ranks(s, target, members, reference)  # the checks of the pessimistic rank
-    t = index_tensor(target, "target", 1).to(s.device)
-    m = index_tensor(members, "members", 2).to(s.device)
-    valid = (m >= 0) & (m != t[:, None])
-    if reference is not None:
-        valid &= m != index_tensor(reference, "reference", 1).to(s.device)[:, None]
-    others = _others_below(s.gather(1, m.clamp(min=0)), valid)
-    st = ranking.rank_stats(s.gather(1, t[:, None]), others)
-    return _hits(st, ks, ties)
+    own, ms, valid, is_target = _subset_inputs(scores, target, members, reference)
+    others = _neg_inf_outside(ms, valid & ~is_target)
+    return _hits(ranking.rank_stats(own, others), ks, ties)
 
 
 def ap_at_k(
@@ -264,14 +262,11 @@ def ap_at_k(
         raise ZsbenchError("gt lists a gallery item twice for a query; list each once.")
     if exclude is not None:
         s = _excluded_to_neg_inf(s, _exclude_tensor(exclude, s))
-    g_scores = torch.where(valid, s.gather(1, g.clamp(min=0)), s.new_tensor(float("-inf")))
+    g_scores = _neg_inf_outside(s.gather(1, g.clamp(min=0)), valid)
     if (valid & torch.isinf(g_scores)).any():
         raise ZsbenchError("a ground truth is also excluded from the gallery.")
     ranking.check_ties(ties)
-    keep = torch.ones_like(s, dtype=torch.bool)
-    rows = torch.arange(s.shape[0], device=s.device)[:, None].expand_as(g)
-    keep[rows[valid], g[valid]] = False
-    neg = _others_below(s, keep)  # excluded items are at -inf already
+    neg = _excluded_to_neg_inf(s, g)  # every item but the ground truths (-1: padding)
     out = {int(k): torch.zeros(s.shape[0], dtype=torch.float64, device=s.device) for k in ks}
     # ranking.rank_stats takes queries with one number of positives: one block per count
     for r in torch.unique(n_gt).tolist():
