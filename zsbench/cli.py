@@ -31,6 +31,10 @@ def _add_results_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_overrides(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """`zsbench methods` / `datasets`: names, tasks and descriptions, no plug-in imported."""
     from zsbench.registry import DATASETS, METHODS
@@ -72,7 +76,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if not out.skipped and out.record is None:  # a DDP worker (rank > 0): rank 0 reports
         return 0
-    write_run_status("skipped" if out.skipped else "done", out.path)
+    from zsbench.sweep import write_cell_status
+
+    write_cell_status("skipped" if out.skipped else "done", out.path)  # for a sweep, if one ran it
     if out.skipped:
         print(f"Result exists, skipped: {out.path} (use --overwrite to replace it)")
         df = update_leaderboard(results_dir(args.results_dir))
@@ -84,16 +90,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print()
         print(format_table(df))
     return 0
-
-
-def write_run_status(status: str, result: Path) -> None:
-    """Tell a sweep how this bench run ended: {"status", "result"} written atomically to the
-    file $ZSBENCH_STATUS_FILE names (zsbench.sweep.cell_status reads it); nothing without it."""
-    target = os.environ.get("ZSBENCH_STATUS_FILE")
-    if target:
-        from zsbench.results import write_json_atomic
-
-        write_json_atomic(Path(target), {"status": status, "result": str(result)})
 
 
 def print_config(args: argparse.Namespace) -> int:
@@ -374,13 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True)
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="config override, repeatable (sections: model, dataset, trainer, eval)",
-    )
+    _add_overrides(p, "config override, repeatable (sections: model, dataset, trainer, eval)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing result of this config"
     )
@@ -422,13 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True)
     p.add_argument("--dataset", required=True, choices=["cirr", "circo"])
     p.add_argument("--seed", type=int, default=0, help="the bench run's seed (default 0)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="the same config overrides as the bench run whose weights are submitted",
-    )
+    _add_overrides(p, "the same config overrides as the bench run whose weights are submitted")
     p.add_argument(
         "--weights",
         default=None,

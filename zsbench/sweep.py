@@ -250,8 +250,19 @@ def start_worker(
 
 
 # `zsbench bench` writes {"status": "done" | "skipped", "result": path} to the file this
-# variable names (zsbench.cli.write_run_status), so the sweep never reads the worker's log
+# variable names (write_cell_status), so the sweep never reads the worker's log
 STATUS_ENV = "ZSBENCH_STATUS_FILE"
+
+
+def write_cell_status(status: str, result: Path) -> None:
+    """Tell the sweep that started this bench run how it ended: {"status", "result"} written
+    atomically to the file $ZSBENCH_STATUS_FILE names (read by `cell_status`); nothing when the
+    run was not started by a sweep."""
+    target = os.environ.get(STATUS_ENV)
+    if target:
+        from zsbench.results import write_json_atomic
+
+        write_json_atomic(Path(target), {"status": status, "result": str(result)})
 
 
 def status_path(log: Path) -> Path:
