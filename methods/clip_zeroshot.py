@@ -4,6 +4,9 @@ The reference row of every CLIP-based ZS-SBIR method (DRCPL, and the CLIP baseli
 Sain et al., CVPR 2023, "CLIP for All Things Zero-Shot Sketch-Based Image Retrieval"): the same
 image encoder for both domains, the projected embedding L2-normalised, cosine similarity. Images
 are normalised with the CLIP folder's processor statistics and resized to CLIP's input size.
+
+Deviations from the official CLIP: `ClipZeroshot.metadata.deviations` (rendered on
+docs/methods/clip-zeroshot.md).
 """
 
 from __future__ import annotations
@@ -32,8 +35,19 @@ class ClipZeroshot(RetrievalMethod):
         backbone="CLIP ViT-B/16 image encoder (OpenAI weights), frozen",
         side_information=None,
         deviations=(
-            "Images are resized to CLIP's input size by the dataset transform and, when the "
-            "dataset renders another size, bilinearly in the method (no centre crop).",
+            "**Preprocessing**: images are resized whole to CLIP's input size (the dataset "
+            "transform's bilinear `Resize((size, size))`, aspect ratio not kept, then bilinear, "
+            "antialiased in the method when the dataset renders another size), where OpenAI's "
+            "preprocessing resizes the short side (bicubic) and centre-crops: elongated images "
+            "keep their borders and change their shape. Normalisation uses the CLIP folder's "
+            "mean/std (OpenAI's CLIP statistics), as official.",
+            "**Implementation**: the transformers port (`CLIPModel`) of the same weights "
+            "instead of OpenAI's `clip` package; `encode_image` "
+            "(`visual_projection(post_layernorm(CLS))`) equals `get_image_features` (tested), so "
+            "this changes nothing in effect.",
+            "**Precision**: zsbench encodes in fp32 by default (`trainer.precision: 32-true`), as "
+            "`clip.load` does on CPU; on CUDA `clip.load` converts the weights to fp16, whose "
+            "embeddings differ from these by rounding only.",
         ),
         notes=TINY_CLIP_NOTE,
     )

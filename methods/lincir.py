@@ -14,6 +14,8 @@ Self-masking projection, trained on captions only, CLIP frozen:
 At test time phi reads the reference IMAGE embedding (CLIP's two towers share one space) and
 the query is "a photo of $ that {modification}". Phi is SEARLE's MLP (dropout 0.5); AdamW lr
 1e-4, wd 0.01, constant lr, 20000 steps of 512 captions (8 GPUs x 64), fp16, ViT-L/14.
+
+Deviations from the paper: `Lincir.metadata.deviations` (rendered on docs/methods/lincir.md).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ __all__ = [
     "mask_keywords",
 ]
 
-# Words that end a keyword run when spaCy is not installed: the closed classes spaCy tags as
+# Words that end a keyword run (zsbench does not use spaCy): the closed classes spaCy tags as
 # something other than NOUN/PROPN/ADJ/DET (prepositions, conjunctions, pronouns, auxiliaries,
 # particles, adverbs of degree) plus frequent caption verbs.
 FUNCTION_WORDS = frozenset(
@@ -138,15 +140,23 @@ class Lincir(PseudoWordMethod):
         backbone="CLIP ViT-L/14 (OpenAI weights), frozen; only phi trains",
         side_information="captions only (no images) for training",
         deviations=(
-            "Keywords are runs of words outside a fixed function-word list when spaCy is not "
-            "installed (official: spaCy en_core_web_sm NOUN/PROPN/ADJ/DET runs); replacement is "
-            "by whole words (official str.replace also hits substrings).",
-            "Training captions are the dataset's caption corpus (synthetic-cir: one caption per "
-            "training image; real data: dataset.train_captions=FILE), not the official CC3M + "
-            "SD-prompts + Midjourney-prompts union fetched from the HF hub.",
-            "CPU defaults on synthetic-cir: model.clip=tiny, lr 1e-3, a few epochs; "
-            "preset=paper restores ViT-L/14, lr 1e-4, batch 512, 20000 steps.",
-            "fp32 unless trainer.precision says otherwise (official: fp16 mixed precision).",
+            "**Keywords without spaCy** (not installed, no download; official: spaCy "
+            "`en_core_web_sm` runs of NOUN/PROPN/ADJ/DET tokens): runs of words outside a fixed "
+            "function-word list (`FUNCTION_WORDS`: prepositions, conjunctions, pronouns, "
+            "auxiliaries, frequent caption verbs); determiners stay inside runs as with spaCy's "
+            "DET. Replacement is by whole words (the official `str.replace` also replaces "
+            "substrings, e.g. the keyword `a` inside `cat`).",
+            "**Captions**: the dataset's caption corpus (synthetic-cir: one caption per training "
+            "image; real data: `--set dataset.train_captions=FILE`), not the official union of "
+            "CC3M captions, SD prompts and Midjourney prompts fetched from the HF hub.",
+            "**CPU defaults** on synthetic-cir: tiny random CLIP (`model.clip=tiny`) at 64 px, "
+            "lr 1e-3, 10 epochs, batch 64, fp32 (zsbench's default precision). `--set "
+            "preset=paper` restores ViT-L/14 at 224 px, lr 1e-4, batch 512 (official: 8 GPUs x "
+            "64), 20000 steps (`trainer.max_steps=20000` with `trainer.max_epochs=null`: the "
+            "loader cycles the corpus, as the official loop does), fp16 mixed precision "
+            "(`trainer.precision=16-mixed`, as officially).",
+            "**Model selection**: the official code keeps the checkpoint with the best CIRR val "
+            "R@1; zsbench evaluates the last one (no model selection on a benchmark).",
         ),
     )
     similarity = "cosine"

@@ -16,6 +16,8 @@ global batch's, gathered from every process as the official trainer does).
 Query: phi(reference image feature) injected into "a photo of $ that {modification}" (the
 prompt shared by zsbench's projection methods; the official prompt is "a photo of * , {}",
 `--set preset=official-prompt`); gallery: CLIP image features; cosine similarity.
+
+Deviations from the paper: `Pic2Word.metadata.deviations` (rendered on docs/methods/pic2word.md).
 """
 
 from __future__ import annotations
@@ -96,15 +98,34 @@ class Pic2Word(CIRMethod):
         backbone="CLIP ViT-L/14 (OpenAI weights), frozen",
         side_information=None,
         deviations=(
-            "Query prompt 'a photo of $ that {text}' (zsbench's shared prompt) instead of the "
-            "official 'a photo of * , {text}' (preset official-prompt restores it).",
-            "FashionIQ queries average both caption orders, stripped (the benchmark's rule, "
-            "as SEARLE / LinCIR), where the official code uses one order, '{c2} and {c1}', "
-            "unstripped (fashioniq_captions=pic2word-official, in preset official-prompt).",
-            "Training images: resize + centre crop by default; the official RandomResizedCrop "
-            "(scale 0.9-1) is train_crop_scale=[0.9, 1.0], set by preset=paper. Evaluation: "
-            "CLIP preprocessing; the official FashionIQ / CIRR evaluation can pad to square "
-            "(--target-pad, off by default).",
+            "**Query prompt**: `a photo of $ that {caption}` with the placeholder `$` instead "
+            "of the official `a photo of * , {caption}` with `*`: one prompt for all projection "
+            "methods (SEARLE / LinCIR use it), so rows compare the mapping, not the prompt. "
+            "`--set preset=official-prompt` restores the official prompt, placeholder and "
+            "training prompt (`a photo of *`).",
+            "**FashionIQ captions**: both orders, stripped of `.?, `, averaged "
+            "(`combine_caption_orders`): the benchmark's FashionIQ protocol (SEARLE / LinCIR's "
+            "evaluation), the same for every method; the official code uses one order, the "
+            "second caption first, unstripped: `'a photo of * , {} and {}'.format(cap2, cap1)` "
+            "(src/data.py). `--set preset=official-prompt` "
+            "(`model.fashioniq_captions=pic2word-official`) restores the official text.",
+            "**Training crop**: resize + centre crop by default (CPU default); the official "
+            "`RandomResizedCrop(224, scale=(0.9, 1.0))` (model/clip.py) is "
+            "`model.train_crop_scale=[0.9, 1.0]`, set by `--set preset=paper`. Evaluation: "
+            "CLIP preprocessing (bicubic resize, centre crop); the official FashionIQ / CIRR "
+            "evaluation can pad to square (`--target-pad`, off by default).",
+            "**Training data**: the dataset's training images (synthetic-cir: its "
+            "training-partition images; real data: `--set dataset.train_images=DIR`), not the "
+            "official CC3M images (about 3M): nothing is downloaded, the user points at CC3M "
+            "or ImageNet.",
+            "**Batch size under DDP**: `trainer.batch_size` is the global batch, split over the "
+            "processes (zsbench's convention for every method), where the official "
+            "`--batch-size 128` is per GPU; on N GPUs give `trainer.batch_size=128N` for the "
+            "official global batch (the negatives are then the same 128 N).",
+            "**CPU defaults** on synthetic-cir: tiny random CLIP (`model.clip=tiny`) at 64 px, "
+            "lr 1e-3, 20 warm-up steps, batch 32, 5 epochs, fp32. `--set preset=paper` restores "
+            "ViT-L/14 at 224 px, lr 1e-4, 10,000 warm-up steps, batch 128, 30 epochs, fp16 "
+            "mixed precision (the official amp).",
         ),
     )
     train_on = "images"

@@ -18,6 +18,9 @@ t) with frozen-target text contrastive learning:
   [t; r] and the trained encoder's query embeddings.
 AdamW lr 1e-5, wd 0.01, constant lr, 2000 steps of 512 triplets (4 GPUs x 128), fp16. At test
 time queries are encoded by the trained text encoder with the base method's phi(image).
+
+Deviations from the paper: each variant's `metadata.deviations` (`LincirRtd`, `SearleRtd`,
+`Pic2wordRtd`; rendered on docs/methods/rtd.md).
 """
 
 from __future__ import annotations
@@ -241,7 +244,13 @@ class RtdMethod(PseudoWordMethod):
         )
 
 
-def _rtd_metadata(base: str, base_title: str, base_code: str) -> MethodMetadata:
+def _rtd_metadata(
+    base: str, base_title: str, base_code: str, cpu_stage1: str, stage1: str = ""
+) -> MethodMetadata:
+    """An RTD variant's metadata: `cpu_stage1` says what the CPU defaults train in stage 1,
+    `stage1` (if any) ends the stage-1 deviation with how phi is wired in where the official
+    code has no such path."""
+    stage1 = f" {stage1}" if stage1 else ""
     return MethodMetadata(
         title=f"{base_title} + RTD",
         task="cir",
@@ -260,16 +269,28 @@ def _rtd_metadata(base: str, base_title: str, base_code: str) -> MethodMetadata:
         side_information=f"text triplets (reference caption, modification, target caption); "
         f"phi from {base} ({base_code})",
         deviations=(
-            f"Stage 1 ({base_title}'s phi) runs inside the same bench run with the base's own "
-            "training data and loop for model.base_epochs epochs, unless "
-            "model.phi_checkpoint=PATH gives a trained phi (official: a separate run).",
-            "Training triplets are the dataset's (synthetic-cir: text_triplets.json; real data: "
-            "dataset.train_triplets=FILE), not the official LLM_triplets.json (CompoDiff).",
-            "The last step is evaluated; the official code keeps the step with the best CIRR "
-            "val R@1 (model selection on a test benchmark).",
-            "CPU defaults on synthetic-cir: model.clip=tiny, lr 1e-4, a few epochs; "
-            "preset=paper restores lr 1e-5, batch 512, 2000 steps, ViT-L/14. fp32 unless "
-            "trainer.precision says otherwise (official: fp16).",
+            f"**Stage 1** ({base_title}'s phi) runs inside the same `bench` run, with the "
+            "base's own training data and loop (a plain Lightning Trainer) for "
+            "`model.base_epochs` epochs, unless `model.phi_checkpoint=PATH` gives a trained phi "
+            "(official: a separate base run; under `preset=paper` `model.base_epochs` is null, "
+            'so a trained phi must be given, see "What it is").' + stage1,
+            "**Triplets**: the dataset's (synthetic-cir: `text_triplets.json`; real data: "
+            "`dataset.train_triplets=FILE`), not the official `LLM_triplets.json` (CompoDiff's "
+            "reference, conditioning and target captions), which is not shipped; nothing is "
+            "downloaded.",
+            "**Text cleaning**: the modification has any `$` removed (it would collide with the "
+            "placeholder); reference and target captions are cleaned as LinCIR's loader does "
+            "(`clean_caption`).",
+            "**Model selection**: the last step is evaluated; the official code keeps the step "
+            "with the best CIRR val R@1, checked every 100 steps (`text_encoder_best.pt`), "
+            "which is model selection on a test benchmark.",
+            "**CPU defaults** on synthetic-cir: tiny CLIP (`model.clip=tiny`) at 64 px, lr 1e-4, "
+            "5 epochs, batch 64, fp32; " + cpu_stage1 + " `--set preset=paper` restores lr "
+            "1e-5, 512 triplets a step as 4 accumulated batches of 128 "
+            "(`trainer.batch_size=128 trainer.accumulate_grad_batches=4`: the official 4 "
+            "processes of 128, each its own contrastive batch, on one device), 2000 steps "
+            "(`trainer.max_steps=2000`, `trainer.max_epochs=null`), fp16 "
+            "(`trainer.precision=16-mixed`), ViT-L/14 at 224 px.",
         ),
     )
 
@@ -278,18 +299,40 @@ class LincirRtd(RtdMethod):
     """RTD text-encoder tuning on top of LinCIR's phi (the official RTD code's setting)."""
 
     base_method = "lincir"
-    metadata = _rtd_metadata("lincir", "LinCIR", "navervision/lincir")
+    metadata = _rtd_metadata(
+        "lincir",
+        "LinCIR",
+        "navervision/lincir",
+        "stage 1: 10 LinCIR epochs at lr 1e-3 (LinCIR's CPU lr).",
+    )
 
 
 class SearleRtd(RtdMethod):
     """RTD text-encoder tuning on top of SEARLE's phi."""
 
     base_method = "searle"
-    metadata = _rtd_metadata("searle", "SEARLE", "miccunifi/SEARLE")
+    metadata = _rtd_metadata(
+        "searle",
+        "SEARLE",
+        "miccunifi/SEARLE",
+        "stage 1: 3 SEARLE epochs with SEARLE's CPU settings (`model.base_args`: lr 1e-3, 20 "
+        "OTI steps, top-3 concepts for OTI and for phi's GPT loss).",
+        "Stage 2 feeds SEARLE's phi a text embedding, as RTD's paper does for every base "
+        "(CLIP's shared space); the official code only ships the LinCIR path.",
+    )
 
 
 class Pic2wordRtd(RtdMethod):
     """RTD text-encoder tuning on top of Pic2Word's phi."""
 
     base_method = "pic2word"
-    metadata = _rtd_metadata("pic2word", "Pic2Word", "google-research/composed_image_retrieval")
+    metadata = _rtd_metadata(
+        "pic2word",
+        "Pic2Word",
+        "google-research/composed_image_retrieval",
+        "stage 1: 3 Pic2Word epochs with Pic2Word's CPU settings (`model.base_args`: lr "
+        "1e-3, 20 warm-up steps, as pic2word.yaml).",
+        "Stage 2 feeds Pic2Word's phi a text embedding, as RTD's paper does for every base "
+        "(CLIP's shared space); the official code only ships the LinCIR path. Pic2Word's phi "
+        "is applied to the raw (unnormalised) embedding, as in its own code.",
+    )

@@ -22,6 +22,8 @@ frozen text encoder; gallery: CLIP image embeddings; cosine similarity.
 
 `Phi`, `nt_xent_loss` and the query side (`PseudoWordMethod`) are shared with LinCIR and RTD
 (their official code copies them): methods/pseudo_word.py.
+
+Deviations from the paper: `Searle.metadata.deviations` (rendered on docs/methods/searle.md).
 """
 
 from __future__ import annotations
@@ -140,17 +142,35 @@ class Searle(PseudoWordMethod):
         backbone="CLIP ViT-L/14 (OpenAI weights; SEARLE-XL), frozen; only phi trains",
         side_information="a concept vocabulary and phrases about each concept",
         deviations=(
-            "Phrases are templates around the concept unless model.phrases=FILE gives them "
-            "(official: GPT-Neo-2.7B generations, not available offline).",
-            "OTI runs inside phi training, once per training image at its first batch, and is "
-            "cached by image index (official: a separate pre-pass over ImageNet test images).",
-            "Concepts per image: top-k by cosine to the template-ensembled text embeddings of "
-            "model.concepts (official: Open Images V7 names, k 15); synthetic-cir uses its "
-            "attribute words.",
-            "CPU defaults on synthetic-cir: tiny CLIP, 20 OTI steps, top-3 concepts, lr 1e-3, "
-            "3 epochs; preset=paper restores 350 OTI steps, top-15 (OTI) and top-150 (phi) "
-            "concepts, lr 1e-4, batch 256, 100 "
-            "epochs. Images are resized (official: target-pad 1.25).",
+            "**Phrases**: templates around the concept (`PHRASE_TEMPLATES`) unless "
+            "`model.phrases=FILE` (JSON concept -> phrases) gives them (official: GPT-Neo-2.7B "
+            "generations, `gpt_phrases_generation.py`; GPT-Neo is not available offline).",
+            "**Concept vocabulary**: no default; `model.concepts=FILE` (one per line) or a YAML "
+            "list (official: the Open Images V7 class names); synthetic-cir uses its attribute "
+            "words (searle.yaml). Each image's concepts are its top-k (official k 15 for OTI, "
+            "150 for phi) by cosine to the template-ensembled text embeddings of the vocabulary, "
+            "as officially.",
+            "**OTI in the loop**: each training image is inverted once, at its first batch, and "
+            "cached by its index (official: a separate pre-pass over the training images, "
+            "ImageNet test images, saved to disk); the OTI batch is the phi training batch "
+            "(official: 32), which changes only speed. Same tokens, same losses. The training "
+            "images are the dataset's (synthetic-cir: its training partition; real data: "
+            "`dataset.train_images=DIR`).",
+            "**CPU defaults** on synthetic-cir: tiny CLIP at 64 px, 20 OTI steps, top-3 concepts "
+            "(`model.top_k` 3 for OTI, `model.phi_top_k` 3 for phi), lr 1e-3, 3 epochs, batch "
+            "32, fp32. `--set preset=paper` restores ViT-L/14 at 224 px, 350 OTI steps, top-15 "
+            "(OTI) and top-150 (phi) concepts, lr 1e-4, batch 256, 100 epochs, fp16 "
+            "(`16-mixed`).",
+            "**Image preprocessing**: CLIP resize + centre crop (official `--preprocess-type "
+            "targetpad`: an image whose aspect ratio exceeds 1.25 is first zero-padded to "
+            "1.25); target padding is not implemented, so elongated images lose more of their "
+            "borders to the crop.",
+            "**Model selection**: the official code validates on CIRR val every epoch and saves "
+            "phi every 5 epochs and at the last (`--save-frequency 5`, `phi_last`); zsbench "
+            "evaluates the last epoch (no model selection on a benchmark).",
+            "**Concept names** are stripped and keep their case (as the official "
+            "`str(w).strip()`; duplicates and empty lines are dropped), so an official OIDv7 "
+            "vocabulary matches the keys of its GPT phrase file.",
         ),
     )
     similarity = "cosine"

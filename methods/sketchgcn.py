@@ -17,6 +17,9 @@ Three parts, trained end to end on seen-class (sketch, photo) pairs:
   from the visual embedding: encoder q(z | s, f), decoder p(s | z, f); loss = squared error +
   KL(q || N(0, I)) (semantic loss).
 Plus the feature loss: the squared distance between the embeddings of a sketch and its photo.
+
+Deviations from the paper: `SketchGCN.metadata.deviations` (rendered on
+docs/methods/sketchgcn.md).
 """
 
 from __future__ import annotations
@@ -135,25 +138,34 @@ class SketchGCN(RetrievalMethod):
         backbone="efficientnet_lite0 (ImageNet-1k), one per domain",
         side_information="class-name embedding (minilm; paper: word2vec)",
         deviations=(
-            "No official code and no full text reachable offline: the architecture and losses "
-            "follow the paper's abstract and overview (encoding, semantic preserving and "
-            "semantic reconstruction networks; feature, classification and semantic losses); "
-            "layer sizes, t, the loss weights (all 1), the optimiser and the schedule are "
-            "zsbench choices, recorded in docs/methods/sketchgcn.md.",
-            "EfficientNet-Lite0 ImageNet backbones instead of the paper's VGG16 (VGG weights "
-            "are not available offline).",
-            "MiniLM class-name embeddings instead of word2vec (GoogleNews vectors are not "
-            "available offline); semantics='word2vec:/path/GoogleNews.bin' restores them.",
-            "CPU defaults fine-tune only the last 2 backbone stages (BatchNorm statistics of "
-            "the frozen stages kept), at a small image size and for few epochs; "
-            "--set preset=paper fine-tunes the whole backbones at 224 px.",
-            "Embedding layer = Linear + BatchNorm1d per domain (removes the component all "
-            "backbone features share; without it the GCN's classification loss stalls for "
+            "**No code, no full text**: no official code is known and the paper's full text was "
+            "not reachable offline, so the architecture and losses follow the paper's abstract "
+            "and overview (encoding, semantic preserving and semantic reconstruction networks; "
+            "feature, classification and semantic losses); layer sizes, t, the loss weights (all "
+            '1), the optimiser and the schedule are zsbench choices (see "What zsbench '
+            'implements"). The brief for this implementation proposed the class-graph reading '
+            "(a GCN over the seen classes producing classifier weights); the paper's overview "
+            "says the GCN takes the *visual* information as input, which is the batch graph, so "
+            "that is the default and the class graph is `model.graph=class`.",
+            "**Backbone**: EfficientNet-Lite0 (ImageNet, embedded weights), one per domain, "
+            "instead of the paper's VGG16 (VGG weights are not available offline).",
+            "**Side information**: MiniLM class-name embeddings instead of word2vec (the "
+            "GoogleNews vectors are not available offline); "
+            "`model.semantics=word2vec:/path/GoogleNews.bin` restores the paper's source when "
+            "the file is available.",
+            "**CPU defaults** (configs/methods/sketchgcn.yaml): only the last 2 backbone stages "
+            "are fine-tuned (`trainable_stages=2`; the BatchNorm statistics of the frozen stages "
+            "kept, in eval mode), at 96 px on synthetic and 128 px on sketchy21-mini and "
+            "sketchy-mini, for 4 epochs, batch 32; `--set preset=paper` fine-tunes the whole "
+            "backbones at 224 px, 20 epochs, batch 64.",
+            "**Embedding layer** = Linear + BatchNorm1d per domain (the BatchNorm removes the "
+            "component all backbone features share; without it every normalised embedding is "
+            "nearly equal at the start and the GCN's classification loss stalls at ln(C) for "
             "~50 steps); GCN weights Glorot-initialised as in Kipf & Welling.",
-            "Feature loss on L2-normalised embeddings (squared distance of a sketch and its "
+            "**Feature loss** on L2-normalised embeddings (squared distance of a sketch and its "
             "photo), so that it cannot be lowered by shrinking the embeddings.",
-            "Retrieval uses the encoding network's embeddings (the GCN needs labels to build "
-            "its graph, which test items do not have).",
+            "**Retrieval** uses the encoding network's embeddings: the GCN needs labels to build "
+            "its graph, which test items do not have.",
         ),
     )
     similarity = "cosine"

@@ -1,19 +1,15 @@
 """Paper presets as tested data: every row of configs/recipes/<method>.yaml is what
 `--set preset=<preset>` resolves to (or a stated difference that holds), and the table on the
-method's docs page is the one rendered from that file."""
+method's docs page is the one rendered from that file (tests/test_method_pages.py)."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from zsbench.config import configs_dir, load_yaml
 from zsbench.errors import ZsbenchError
-from zsbench.recipes import _cell, check_recipe, docs_page, recipe_files, render_table
+from zsbench.recipes import _cell, check_recipe, recipe_files
 
-ROOT = Path(__file__).resolve().parents[1]
 # methods with a `paper` preset whose recipe table is not written yet (issue 26 item 1);
 # a new table removes its method here, a new preset without a table fails below
 PENDING: set[str] = set()
@@ -61,17 +57,6 @@ def test_a_changed_preset_value_fails_the_check(tmp_path, monkeypatch):
     )
     with pytest.raises(ZsbenchError, match="says zsbench uses 9"):
         check_recipe(tmp_path / "recipes" / "searle.yaml")
-
-
-def test_docs_pages_hold_the_rendered_tables():
-    spec = importlib.util.spec_from_file_location(
-        "recipe_tables", ROOT / "docs" / "recipe_tables.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0, "run: python docs/recipe_tables.py"
-    for path in recipe_files().values():
-        assert render_table(path) in (ROOT / "docs" / "methods" / docs_page(path)).read_text()
 
 
 def test_a_pipe_in_a_cell_is_escaped():
