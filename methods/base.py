@@ -132,23 +132,34 @@ class RetrievalMethod(L.LightningModule):
         Subclasses that override this hook call `super().on_train_epoch_start()`."""
         self.train()
 
+
+class SBIRMethod(RetrievalMethod):
+    """Base class of ZS-SBIR methods: sketch queries, photo gallery, and the seen-class
+    validation every training method logs (`val/mAP`) without writing it again."""
+
     # -- seen-class validation: retrieval mAP of val sketches against val photos ----------
-    # Opt in from `validation_step` (call `collect_validation(batch)`) and
-    # `on_validation_epoch_end` (call `log_validation_map()`): the learning curve a user reads
-    # to tell an undertrained method from a broken one. Seen classes only, never unseen.
+    # The default hooks collect every validation batch and log `val/mAP`: the learning curve
+    # a user reads to tell an undertrained method from a broken one. Seen classes only, never
+    # unseen. A method that logs more (e.g. `val/acc`) overrides `validation_step` and calls
+    # `super().validation_step(batch, batch_idx)` (or `collect_validation(batch)`) in it.
     # Under DDP each rank embeds its shard; zsbench.SBIRRetrieval gathers the shards and drops
     # the DistributedSampler's padding repeats (by "index"), so every rank logs the number of
     # the whole validation set and early stopping agrees across ranks.
-    def collect_validation(self, batch: dict) -> None:
-        """Embed one seen-class validation batch: sketches as queries, photos as gallery."""
+    def collect_validation(self, batch: dict, encoders=None, similarity: str | None = None) -> None:
+        """Embed one seen-class validation batch: sketches as queries, photos as gallery, by
+        `encode_query` / `encode_gallery` and scored by `similarity` (or the `encoders` pair
+        and `similarity` given: e.g. a hashing method's real-valued space before its hash
+        exists)."""
         from zsbench.metrics.retrieval_metric import SBIRRetrieval
 
+        similarity = similarity or self.similarity
         metric = self.__dict__.get("_val_metric")
-        if metric is None or metric.similarity != self.similarity:
-            metric = self.__dict__["_val_metric"] = SBIRRetrieval(similarity=self.similarity)
+        if metric is None or metric.similarity != similarity:
+            metric = self.__dict__["_val_metric"] = SBIRRetrieval(similarity=similarity)
         n = len(batch["label"])
         index = batch.get("index")
-        for domain, encode in ((0, self.encode_query), (1, self.encode_gallery)):
+        query, gallery = encoders or (self.encode_query, self.encode_gallery)
+        for domain, encode in ((0, query), (1, gallery)):
             keep = batch["domain"] == domain
             if not bool(keep.any()):
                 continue
@@ -178,6 +189,54 @@ class RetrievalMethod(L.LightningModule):
             self.log("val/mAP", m_ap, prog_bar=True)
             return m_ap
         return None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.collect_validation(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_validation_map()
+
+
+class FeatureMethod(SBIRMethod):
+    """A method on cached features of a frozen backbone (`metadata.inputs == "features"`). The
+    runner extracts the features with `backbone` and `weights` (ImageNet weights by default,
+    or a local file); declared here once, they are config keys and recorded in hparams.
+    Subclasses declare only their own arguments and pass the rest on (`**kwargs`); this base
+    saves every argument of the chain as hyperparameters (the class embeddings excepted)."""
+
+    def __init__(self, backbone: str = "efficientnet_lite0", weights: str = "default") -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["class_embeddings"])
+
+
+class FeatureSpaceMethod(FeatureMethod):
+    """A head on cached features of both domains with class side information (CFSA, LCALE,
+    SEM-PCYC): the data-provided sizes, the side information (`semantics`, zsbench.semantics
+    sources, embedded by the runner into `class_embeddings`) and the training pairs
+    (`pairing`: "class" pairs any sketch and photo of a class, "instance" a sketch with the
+    photo it was drawn from where the dataset knows it). A method states a default of these
+    again only where its paper's differs. The side information becomes one [num_classes, d]
+    buffer named `side_buffer` (`side_information` builds it)."""
+
+    train_on: ClassVar[str] = "pairs"
+    side_buffer: ClassVar[str] = "class_emb"
+
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int,
+        class_embeddings: dict,
+        semantics: str = "minilm",
+        pairing: str = "class",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer(self.side_buffer, self.side_information(class_embeddings, num_classes))
+
+    def side_information(self, class_embeddings: dict, num_classes: int) -> Tensor:
+        """The runner's {source: [num_classes, d] array} as one tensor: each source
+        L2-normalised per class, concatenated (stack_class_embeddings)."""
+        return stack_class_embeddings(class_embeddings, num_classes)
 
 
 class CIRMethod(RetrievalMethod):

@@ -109,7 +109,6 @@ class CAAE(SketchConditionedGenerator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.automatic_optimization = False
         hidden_dim, latent_dim = self.hparams.hidden_dim, self.hparams.latent_dim
         self.to_latent = nn.Linear(hidden_dim, latent_dim)

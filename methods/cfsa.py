@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsbench.methods.base import MethodMetadata, RetrievalMethod, rms_scale, stack_class_embeddings
+from zsbench.methods.base import FeatureSpaceMethod, MethodMetadata, rms_scale
 from zsbench.methods.blocks import gaussian_mmd, mlp
 
 DOMAINS = ("sketch", "photo")
@@ -46,7 +46,7 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, cond: Tensor
     return (grad.norm(dim=-1) - 1).pow(2).mean()
 
 
-class Cfsa(RetrievalMethod):
+class Cfsa(FeatureSpaceMethod):
     """Conditional WGAN-GP feature synthesis per modality + regression into a unified space."""
 
     metadata = MethodMetadata(
@@ -108,17 +108,9 @@ class Cfsa(RetrievalMethod):
         ),
     )
     similarity = "cosine"
-    train_on = "pairs"
 
     def __init__(
         self,
-        feature_dim: int,
-        num_classes: int,
-        class_embeddings: dict,
-        backbone: str = "efficientnet_lite0",
-        weights: str = "default",
-        semantics: str = "minilm",
-        pairing: str = "class",
         noise_dim: int | None = None,
         hidden_dim: int = 512,
         n_critic: int = 5,
@@ -131,17 +123,17 @@ class Cfsa(RetrievalMethod):
         regressor_lr: float = 1e-3,
         beta1: float = 0.5,
         feature_rms: float | None = 0.2,
+        **kwargs,
     ) -> None:
         """`feature_rms`: every input feature is multiplied by one scalar, computed from the
         seen-class training pairs when training starts, that gives them this root mean square
         (None: the raw features). Why: the adversarial loop is not scale-free; at RMS 0.76
         (ResNet-50) or 1.0 it stays at chance, at 0.2 it learns on both backbones
         (docs/methods/cfsa.md). JFSE min-max scales each batch instead."""
-        super().__init__()
-        self.save_hyperparameters(ignore=["class_embeddings"])
+        super().__init__(**kwargs)  # feature_dim, num_classes, class_embeddings, semantics, ...
+        feature_dim = self.hparams.feature_dim
         self.automatic_optimization = False
         self.register_buffer("feature_scale", torch.ones(()))
-        self.register_buffer("class_emb", stack_class_embeddings(class_embeddings, num_classes))
         sem = self.class_emb.shape[1]
         self.noise_dim = noise_dim or sem
         h = hidden_dim
@@ -266,9 +258,6 @@ class Cfsa(RetrievalMethod):
             "val/acc", (pred == batch["label"]).float().mean(), prog_bar=True, batch_size=len(z)
         )
         self.collect_validation(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_validation_map()  # seen-class val/mAP, sketches vs photos
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zsbench.clip import DEFAULT_CLIP, TINY_CLIP_NOTE, encode_image, fit_image_size, load_clip
-from zsbench.methods.base import MethodMetadata, RetrievalMethod
+from zsbench.methods.base import MethodMetadata, SBIRMethod
 
 
-class ClipZeroshot(RetrievalMethod):
+class ClipZeroshot(SBIRMethod):
     """CLIP's image encoder, frozen, for queries and gallery alike."""
 
     metadata = MethodMetadata(

@@ -47,7 +47,7 @@ from zsbench.backbones import (
     set_trainable_stages,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
+from zsbench.methods.base import MethodMetadata, SBIRMethod, stack_class_embeddings
 
 SKETCH, PHOTO = 0, 1
 
@@ -193,7 +193,7 @@ def domain_classifier(embedding_dim: int, hidden: int, dropout: float) -> nn.Seq
 # ---------------------------------------------------------------------------------------------
 
 
-class Doodle2Search(RetrievalMethod):
+class Doodle2Search(SBIRMethod):
     """Separate sketch/photo encoders with attention; triplet + GRL domain + semantic losses."""
 
     metadata = MethodMetadata(
@@ -412,9 +412,6 @@ class Doodle2Search(RetrievalMethod):
         return out["loss"]
 
     # -- validation: seen-class retrieval mAP, early stopping, best epoch restored ----------
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.collect_validation(batch)  # sketches by the sketch net, photos by the photo net
-
     def on_validation_epoch_end(self) -> None:
         m_ap = self.log_validation_map()  # logs val/mAP (Euclidean, as the official test)
         if m_ap is None or self.trainer.sanity_checking:

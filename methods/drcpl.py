@@ -51,7 +51,7 @@ from zsbench.clip import (
     load_clip,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, RetrievalMethod
+from zsbench.methods.base import MethodMetadata, SBIRMethod
 
 SKETCH, PHOTO = 0, 1
 
@@ -203,7 +203,7 @@ def _clones(module: nn.Module, n: int) -> nn.ModuleList:
 NORMALIZATIONS = ("imagenet", "clip")
 
 
-class Drcpl(RetrievalMethod):
+class Drcpl(SBIRMethod):
     """Frozen CLIP with learned, residual, text-to-vision coupled deep prompts."""
 
     metadata = MethodMetadata(

@@ -19,13 +19,13 @@ import torch
 from torch import Tensor
 
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, RetrievalMethod
+from zsbench.methods.base import FeatureMethod, MethodMetadata
 
 SKETCH, PHOTO = 0, 1  # zsbench.datamodules.base's domain ids
 CENTRES = ("domain", "shared")
 
 
-class Frozen(RetrievalMethod):
+class Frozen(FeatureMethod):
     """Frozen pretrained backbone features, no training (baseline)."""
 
     metadata = MethodMetadata(
@@ -40,10 +40,6 @@ class Frozen(RetrievalMethod):
         side_information=None,
     )
 
-    def __init__(self, backbone: str = "efficientnet_lite0", weights: str = "default") -> None:
-        super().__init__()
-        self.save_hyperparameters()
-
     def encode_query(self, batch: dict) -> Tensor:
         return batch["feature"]
 
@@ -56,10 +52,8 @@ class FrozenCentred(Frozen):
 
     metadata = dataclasses.replace(Frozen.metadata, title="Frozen backbone, centred")
 
-    def __init__(
-        self, backbone: str = "efficientnet_lite0", weights: str = "default", center: str = "domain"
-    ) -> None:
-        super().__init__(backbone, weights)
+    def __init__(self, center: str = "domain", **kwargs) -> None:
+        super().__init__(**kwargs)  # backbone, weights
         if center not in CENTRES:
             raise ZsbenchError(
                 f"center={center!r}: use 'domain' (sketches and photos each centred by their "

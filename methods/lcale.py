@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
+from zsbench.methods.base import FeatureSpaceMethod, MethodMetadata
 from zsbench.methods.blocks import gaussian_mmd, kl_standard_normal, mlp
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ class GaussianEncoder(nn.Module):
 MODALITIES = ("sketch", "photo", "class")
 
 
-class Lcale(RetrievalMethod):
+class Lcale(FeatureSpaceMethod):
     """Cross-aligned VAEs for sketch, photo and class embedding (Wasserstein + MMD alignment)."""
 
     metadata = MethodMetadata(
@@ -147,17 +147,10 @@ class Lcale(RetrievalMethod):
         ),
     )
     similarity = "cosine"
-    train_on = "pairs"
 
     def __init__(
         self,
-        feature_dim: int,
-        num_classes: int,
-        class_embeddings: dict,
-        backbone: str = "efficientnet_lite0",
-        weights: str = "default",
-        semantics: str = "minilm",
-        pairing: str = "instance",
+        pairing: str = "instance",  # where the dataset knows the drawn-from photo (deviation 10)
         latent_dim: int = 64,
         feature_hidden: tuple[int, int] = (1560, 1660),
         class_hidden: tuple[int, int] = (1450, 665),
@@ -170,10 +163,10 @@ class Lcale(RetrievalMethod):
         distance_warmup: tuple[float, float] = (0.06, 0.22),
         mmd_weight: float = 8.13,
         squared_wasserstein: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["class_embeddings"])
-        self.register_buffer("class_emb", stack_class_embeddings(class_embeddings, num_classes))
+        super().__init__(pairing=pairing, **kwargs)  # feature_dim, class_embeddings, ...
+        feature_dim = self.hparams.feature_dim
         sem_dim = self.class_emb.shape[1]
         dims = {"sketch": feature_dim, "photo": feature_dim, "class": sem_dim}
         hidden = {"sketch": feature_hidden, "photo": feature_hidden, "class": class_hidden}
@@ -258,9 +251,6 @@ class Lcale(RetrievalMethod):
         acc = (pred == batch["label"]).float().mean()
         self.log("val/acc", acc, prog_bar=True, batch_size=len(z))
         self.collect_validation(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_validation_map()  # seen-class val/mAP, sketches vs photos
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, amsgrad=True)

@@ -51,7 +51,7 @@ from zsbench.backbones import (
     set_trainable_stages,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, RetrievalMethod
+from zsbench.methods.base import MethodMetadata, SBIRMethod
 
 SKETCH, PHOTO = 0, 1
 
@@ -155,7 +155,7 @@ def embedding_induced_loss(
 # ---------------------------------------------------------------------------------------------
 
 
-class Rpkd(RetrievalMethod):
+class Rpkd(SBIRMethod):
     """Student fine-tuned on seen classes, distilled from a frozen ImageNet teacher."""
 
     metadata = MethodMetadata(
@@ -444,10 +444,7 @@ class Rpkd(RetrievalMethod):
         z, logits = self.student_forward(batch["image"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         self.log("val/acc", acc, prog_bar=True, batch_size=len(logits))
-        self.collect_validation(batch)  # seen-class retrieval: the learning curve (val/mAP)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_validation_map()
+        super().validation_step(batch, batch_idx)  # seen-class retrieval curve (val/mAP)
 
     def configure_optimizers(self):
         hp = self.hparams

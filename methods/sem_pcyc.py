@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, RetrievalMethod
+from zsbench.methods.base import FeatureSpaceMethod, MethodMetadata
 
 # ----------------------------------------------------------------------------- building blocks
 
@@ -183,8 +183,8 @@ _DEVIATIONS = (
     "seen training sketches with uniform shuffling (~330 steps on sketchy21-mini, 570 on "
     "sketchy-mini), instead of up to 100 epochs of 100 class-balanced batches (up to 10,000 "
     "steps) with early stopping (patience 20) on the mAP of held-out validation classes. "
-    "zsbench does no model selection: its seen-class validation split only "
-    "logs `val/acc`.",
+    "zsbench does no model selection: its seen-class validation split only logs "
+    "`val/acc` and `val/mAP` (the real-valued embedding's, for both variants).",
     "**Training pairs**: each seen training sketch with a random photo of its class "
     '(`pairing="class"`), redrawn every epoch, instead of sampling from the official '
     "per-class sketch x photo product.",
@@ -207,7 +207,7 @@ _ITQ_DEVIATIONS = (
 )
 
 
-class SemPcyc(RetrievalMethod):
+class SemPcyc(FeatureSpaceMethod):
     """SEM-PCYC: paired cycle-consistent GANs into a side-information space (Dutta & Akata 2019)."""
 
     metadata = MethodMetadata(
@@ -227,17 +227,11 @@ class SemPcyc(RetrievalMethod):
         deviations=_DEVIATIONS,
     )
     similarity = "euclidean"  # official: exp(-euclidean distance), the same ranking
-    train_on = "pairs"
+    side_buffer = "side_info"
 
     def __init__(
         self,
-        feature_dim: int,
-        num_classes: int,
-        class_embeddings: dict,
-        backbone: str = "efficientnet_lite0",
-        weights: str = "default",
-        semantics: str = "minilm,wordnet",
-        pairing: str = "class",
+        semantics: str = "minilm,wordnet",  # the paper's word vectors + WordNet hierarchy
         dim_out: int = 128,
         lambda_se: float = 10.0,
         lambda_im: float = 10.0,
@@ -254,26 +248,15 @@ class SemPcyc(RetrievalMethod):
         momentum: float = 0.9,
         lr_ae_factor: float = 100.0,
         bn_from_real: bool = False,
+        **kwargs,
     ) -> None:
         """`bn_from_real`: after training, re-estimate the BatchNorm statistics of the two
         encoding generators on the real seen-class training features only (off: the official
         code keeps the running statistics of training, which also saw generated inputs;
         docs/methods/sem-pcyc.md, "On the real sketchy21 protocol")."""
-        super().__init__()
-        self.save_hyperparameters(ignore=["class_embeddings"])
+        super().__init__(semantics=semantics, **kwargs)  # feature_dim, class_embeddings, ...
+        feature_dim, num_classes = self.hparams.feature_dim, self.hparams.num_classes
         self.automatic_optimization = False
-        if not class_embeddings:
-            raise ZsbenchError("SEM-PCYC needs side information: set model.semantics.")
-        sources = [
-            torch.as_tensor(class_embeddings[k], dtype=torch.float32)
-            for k in sorted(class_embeddings)
-        ]  # the official code concatenates sorted sources
-        if any(s.shape[0] != num_classes for s in sources):
-            raise ZsbenchError(
-                f"class_embeddings must have {num_classes} rows (seen classes), got "
-                f"{[tuple(s.shape) for s in sources]}."
-            )
-        self.register_buffer("side_info", torch.cat(sources, dim=1))
         sem_dim = self.side_info.shape[1]
 
         self.gen_sk2se = generator(feature_dim, dim_out)
@@ -290,6 +273,22 @@ class SemPcyc(RetrievalMethod):
         self.classifier_im = nn.Linear(feature_dim, num_classes, bias=False)
         for clf in (self.classifier_se, self.classifier_sk, self.classifier_im):
             clf.weight.requires_grad_(False)
+
+    def side_information(self, class_embeddings: dict, num_classes: int) -> Tensor:
+        """The sources as they are (not normalised), concatenated in sorted order, as the
+        official code does."""
+        if not class_embeddings:
+            raise ZsbenchError("SEM-PCYC needs side information: set model.semantics.")
+        sources = [
+            torch.as_tensor(class_embeddings[k], dtype=torch.float32)
+            for k in sorted(class_embeddings)
+        ]
+        if any(s.shape[0] != num_classes for s in sources):
+            raise ZsbenchError(
+                f"class_embeddings must have {num_classes} rows (seen classes), got "
+                f"{[tuple(s.shape) for s in sources]}."
+            )
+        return torch.cat(sources, dim=1)
 
     # ------------------------------------------------------------------ losses
     def losses(self, batch: dict) -> dict[str, Tensor]:
@@ -421,6 +420,10 @@ class SemPcyc(RetrievalMethod):
         z = self.embed_features(batch["feature"], batch["domain"])
         acc = (self.classifier_se(z).argmax(-1) == batch["label"]).float().mean()
         self.log("val/acc", acc, prog_bar=True, batch_size=len(z))
+        # val/mAP of the real-valued embedding, for both variants (the binary one's hash is
+        # learnt when training ends)
+        real = (lambda b: SemPcyc.encode_query(self, b), lambda b: SemPcyc.encode_gallery(self, b))
+        self.collect_validation(batch, real, similarity="euclidean")
 
     # ------------------------------------------------------------------ retrieval
     def embed_features(self, features: Tensor, domain: Tensor) -> Tensor:
@@ -462,7 +465,6 @@ class SemPcycBinary(SemPcyc):
     def __init__(self, n_bits: int = 64, itq_iters: int = 50, **kwargs) -> None:
         """`n_bits`, `itq_iters`: the ITQ code; everything else is SemPcyc's (same defaults)."""
         super().__init__(**kwargs)
-        self.save_hyperparameters(ignore=["class_embeddings"])
         dim_out = self.hparams.dim_out
         if not 0 < n_bits <= dim_out:
             raise ZsbenchError(f"n_bits must be in 1..dim_out={dim_out}, got {n_bits}.")

@@ -15,7 +15,7 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from zsbench.methods.base import RetrievalMethod, rms_scale
+from zsbench.methods.base import FeatureMethod, rms_scale
 
 __all__ = ["YELAMARTHI_RECORD", "FeatureGenerator", "SketchConditionedGenerator"]
 
@@ -85,7 +85,7 @@ class FeatureGenerator(nn.Module):
         return out
 
 
-class SketchConditionedGenerator(RetrievalMethod):
+class SketchConditionedGenerator(FeatureMethod):
     """What CVAE and CAAE share (Yelamarthi et al.): the arguments of the official
     trainCVAE_pre.py, the sketch-conditioned photo-feature generator, and retrieval by the
     mean of generated photo features (queries) against real photo features (gallery).
@@ -97,8 +97,6 @@ class SketchConditionedGenerator(RetrievalMethod):
     def __init__(
         self,
         feature_dim: int,
-        backbone: str = "efficientnet_lite0",
-        weights: str = "default",
         pairing: str = "instance",
         hidden_dim: int = 2048,
         latent_dim: int = 1024,
@@ -110,9 +108,9 @@ class SketchConditionedGenerator(RetrievalMethod):
         beta2: float = 0.999,
         n_samples: int = 100,
         feature_rms: float | None = 1.0,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(**kwargs)  # backbone, weights
         self.generator = FeatureGenerator(feature_dim, hidden_dim, latent_dim, dropout)
         # one scalar for every input feature, set from the seen-class training features when
         # training starts (`feature_rms`); 1 until then and with feature_rms=None
@@ -160,6 +158,3 @@ class SketchConditionedGenerator(RetrievalMethod):
         # sketch do not advance the RNG the training draws from
         with self.fixed_latents(batch_idx):
             self.collect_validation(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_validation_map()

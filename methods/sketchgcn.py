@@ -36,7 +36,7 @@ from zsbench.backbones import (
     set_trainable_stages,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, RetrievalMethod, stack_class_embeddings
+from zsbench.methods.base import MethodMetadata, SBIRMethod, stack_class_embeddings
 from zsbench.methods.blocks import kl_standard_normal
 
 # -- building blocks -------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def _semantic_matrix(class_embeddings: dict, num_classes: int) -> Tensor:
 # -- the method ------------------------------------------------------------------------------
 
 
-class SketchGCN(RetrievalMethod):
+class SketchGCN(SBIRMethod):
     """Sketch/photo encoders + semantic GCN (classification) + semantic CVAE, on pairs."""
 
     metadata = MethodMetadata(
@@ -289,7 +289,7 @@ class SketchGCN(RetrievalMethod):
         return total
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
-        self.collect_validation(batch)  # seen-class retrieval: the learning curve (val/mAP)
+        super().validation_step(batch, batch_idx)  # seen-class retrieval curve (val/mAP)
         sk = batch["domain"] == 0
         f = torch.empty(len(sk), self.hparams.embedding_dim, device=self.device)
         if sk.any():
@@ -307,9 +307,6 @@ class SketchGCN(RetrievalMethod):
             batch_size=n,
         )
         return out["loss"]
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_validation_map()
 
     def configure_optimizers(self):
         backbone = {id(p) for n in (self.sketch_net, self.photo_net) for p in n.parameters()}

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsbench.methods.base import MethodMetadata, RetrievalMethod
+from zsbench.methods.base import FeatureMethod, MethodMetadata
 
 
-class Supervised(RetrievalMethod):
+class Supervised(FeatureMethod):
     """Embedding head on frozen features, trained with a cosine-softmax loss on seen classes."""
 
     metadata = MethodMetadata(
@@ -42,17 +42,15 @@ class Supervised(RetrievalMethod):
         self,
         feature_dim: int,
         num_classes: int,
-        backbone: str = "efficientnet_lite0",
-        weights: str = "default",
         hidden_dim: int = 1024,
         embedding_dim: int = 512,
         dropout: float = 0.5,
         scale: float = 16.0,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(**kwargs)  # backbone, weights
         self.head = nn.Sequential(
             nn.Linear(feature_dim, hidden_dim),
             nn.BatchNorm1d(hidden_dim),
@@ -81,11 +79,8 @@ class Supervised(RetrievalMethod):
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
-        self.collect_validation(batch)
+        super().validation_step(batch, batch_idx)  # val/mAP
         return self._step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_validation_map()  # seen-class val/mAP, sketches vs photos
 
     def configure_optimizers(self):
         return torch.optim.AdamW(

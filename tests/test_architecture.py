@@ -114,6 +114,47 @@ def test_no_method_imports_another_methods_file():
     assert not lonely, f"shared modules with fewer than two method users: {lonely}"
 
 
+def test_method_bases_own_the_scaffolding():
+    """What every method of a family needs is declared once, in methods/base.py: the cached
+    features' `backbone` / `weights` (FeatureMethod), the feature heads' data-provided sizes,
+    `semantics` and `pairing` (FeatureSpaceMethod, restated only for another default), and
+    the seen-class validation hooks (SBIRMethod): no method re-types the same code."""
+    import inspect
+
+    from zsbench.methods.base import CIRMethod, FeatureMethod, FeatureSpaceMethod, SBIRMethod
+    from zsbench.registry import METHODS
+
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        task, inputs = cls.metadata.task, cls.metadata.inputs
+        assert issubclass(cls, SBIRMethod if task == "sbir" else CIRMethod), name
+        if inputs == "features":
+            assert issubclass(cls, FeatureMethod), f"{name}: a features method subclasses it"
+        for klass in cls.__mro__:
+            if klass.__module__ == "zsbench.methods.base" or "__init__" not in vars(klass):
+                continue
+            own = inspect.signature(vars(klass)["__init__"]).parameters
+            if issubclass(klass, FeatureMethod):
+                assert not {"backbone", "weights"} & set(own), f"{klass.__name__} restates them"
+            if issubclass(klass, FeatureSpaceMethod):
+                base = inspect.signature(FeatureSpaceMethod.__init__).parameters
+                same = [
+                    p
+                    for p in own
+                    if p in base
+                    and p not in ("self", "kwargs")
+                    and own[p].default == base[p].default
+                ]
+                assert not same, f"{klass.__name__} restates FeatureSpaceMethod's {same}"
+            # an epoch-end hook that only logs val/mAP is SBIRMethod's own
+            hook = vars(klass).get("on_validation_epoch_end")
+            if hook is not None:
+                body = [ln.split("#")[0].strip() for ln in inspect.getsource(hook).splitlines()[1:]]
+                assert [ln for ln in body if ln] != ["self.log_validation_map()"], (
+                    f"{klass.__name__}.on_validation_epoch_end is SBIRMethod's default"
+                )
+
+
 def test_no_import_cycles():
     graph = import_graph()
     index: dict[str, int] = {}

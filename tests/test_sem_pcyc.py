@@ -199,3 +199,25 @@ def test_bn_from_real_refits_the_encoders_on_real_training_features_only():
     net.eval()
     refit_batchnorm(net, [torch.ones(5, 3)])
     assert not net.training and torch.isfinite(net[1].running_var).all()
+
+
+@pytest.mark.parametrize("cls", [sp.SemPcyc, sp.SemPcycBinary])
+def test_validation_logs_the_real_valued_map_for_both_variants(cls):
+    """`val/mAP` is the seen-class retrieval mAP of the real-valued embedding (Euclidean), also
+    for the binary variant, whose hash exists only once training has ended."""
+    from zsbench.evaluation import evaluate_sbir
+
+    b = _batch(24, seed=5)
+    items = [
+        {"feature": b[key][i], "label": b["label"][i], "domain": d, "index": 2 * i + d}
+        for i in range(24)
+        for d, key in ((0, "sketch"), (1, "photo"))
+    ]
+    m = _model(cls, **({"n_bits": 4} if cls is sp.SemPcycBinary else {}))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    (logged,) = trainer.validate(m, DataLoader(items, batch_size=10), verbose=False)
+    m.eval()
+    with torch.no_grad():
+        q, g = m.gen_sk2se(b["sketch"]), m.gen_im2se(b["photo"])
+    ref = evaluate_sbir(q, b["label"], g, b["label"], similarity="euclidean", device="cpu")
+    assert logged["val/mAP"] == pytest.approx(ref["metrics"]["mAP@all"], abs=1e-6)

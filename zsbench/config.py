@@ -183,11 +183,14 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 def init_parameters(cls: Any) -> dict[str, inspect.Parameter]:
     """`cls.__init__`'s parameters; a `**kwargs` passed on to the parent adds the parent's own,
     so a variant declares only what it adds and its defaults stay in one place."""
+    chain = [sig for _, sig in init_chain(cls)]
     params: dict[str, inspect.Parameter] = {}
-    for _, sig in init_chain(cls):
+    for sig in chain:  # a subclass's own default wins
         for name, p in sig.items():
             params.setdefault(name, p)
-    return params
+    # in the order a reader expects: the base's arguments first, then what each subclass adds
+    order = dict.fromkeys(name for sig in reversed(chain) for name in sig)
+    return {name: params[name] for name in order}
 
 
 def signature_defaults(cls: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -43,7 +43,12 @@ def side_information(model_cfg: dict, seen: tuple[str, ...]) -> tuple[dict, dict
     """
     from zsbench.semantics import class_embeddings
 
-    sources = model_cfg.get("semantics") or "minilm"
+    sources = model_cfg.get("semantics")
+    if not sources:
+        raise ZsbenchError(
+            "This method takes class embeddings but no model.semantics: declare a `semantics` "
+            "argument (FeatureSpaceMethod has one), or give --set model.semantics=minilm."
+        )
     if isinstance(sources, str):
         sources = [x.strip() for x in sources.split(",") if x.strip()]
     out, record = {}, {"sources": list(sources), "dims": {}}
@@ -55,11 +60,13 @@ def side_information(model_cfg: dict, seen: tuple[str, ...]) -> tuple[dict, dict
 
 
 def train_loader(dm, model, model_cfg: dict):
-    """The training batches the method asks for (`train_on`): items, pairs or triplets."""
+    """The training batches the method asks for (`train_on`): items, pairs or triplets, paired
+    by the method's `pairing` argument, or the datamodule's default for a method without one."""
+    pairing = {"pairing": model_cfg["pairing"]} if "pairing" in model_cfg else {}
     if model.train_on == "pairs":
-        return dm.paired_train_dataloader(model_cfg.get("pairing", "instance"))
+        return dm.paired_train_dataloader(**pairing)
     if model.train_on == "triplets":
-        return dm.triplet_train_dataloader(model_cfg.get("pairing", "class"))
+        return dm.triplet_train_dataloader(**pairing)
     if model.train_on == "items":
         return dm.train_dataloader()
     raise ZsbenchError(
