@@ -23,10 +23,13 @@ lock); :func:`read_synthetic_cir` returns a split as the real readers do
     images.json                      {name: attributes, instance, partition, caption}
     annotations/<train|val|test>.json   queries
     text_triplets.json               text-only triplets over training combinations
+
+:class:`SyntheticCIR` is the datamodule (`--dataset synthetic-cir`) over that folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -40,6 +43,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from zsbench.cir_readers import CIRQuery, CIRSplit
+from zsbench.datamodules.cir_base import CIRDataModule, EvalGroup
 from zsbench.datamodules.synthetic_render import _OUTLINES  # the SBIR generator's shape outlines
 from zsbench.errors import ZsbenchError
 
@@ -51,6 +55,7 @@ __all__ = [
     "SHAPES",
     "SIZES",
     "Combo",
+    "SyntheticCIR",
     "caption",
     "combos",
     "modification_text",
@@ -501,3 +506,72 @@ def read_synthetic_cir(root: str | os.PathLike, split: str = "test") -> CIRSplit
 def text_triplets(root: str | os.PathLike) -> list[dict]:
     """The text-only (reference caption, modification, target caption) training triplets."""
     return json.loads((Path(root) / "text_triplets.json").read_text())
+
+
+class SyntheticCIR(CIRDataModule):
+    """Synthetic composed queries over shape x colour x pattern x size (embedded, seconds)."""
+
+    protocol = "circo"
+
+    def __init__(
+        self,
+        split: str = "test",
+        n_shapes: int = 6,
+        n_colours: int = 6,
+        n_patterns: int = 3,
+        instances: int = 4,
+        render_size: int = 64,
+        data_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        queries_per_image: int = 1,
+        p_two_changes: float = 0.5,
+        n_text_triplets: int = 2000,
+        cache: str | None = None,
+        image_size: int = 224,
+        max_train_items: int | None = None,
+        skip_bad: bool = False,
+    ) -> None:
+        super().__init__(
+            split=split, image_size=image_size, max_train_items=max_train_items, skip_bad=skip_bad
+        )
+        self.params = dict(
+            n_shapes=n_shapes,
+            n_colours=n_colours,
+            n_patterns=n_patterns,
+            instances=instances,
+            image_size=render_size,
+            seed=data_seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            queries_per_image=queries_per_image,
+            p_two_changes=p_two_changes,
+            n_text_triplets=n_text_triplets,
+        )
+        self.cache = cache
+
+    def data_root(self) -> Path:
+        from zsbench.features import cache_dir
+
+        key = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:12]
+        return (Path(self.cache) if self.cache else cache_dir() / "data") / f"synthetic-cir-{key}"
+
+    def _root(self) -> Path:
+        return write_synthetic_cir(self.data_root(), **self.params)
+
+    def read_groups(self) -> list[EvalGroup]:
+        return [EvalGroup("", read_synthetic_cir(self._root(), self.split_name))]
+
+    def _train_images_json(self) -> dict:
+        images = json.loads((self._root() / "images.json").read_text())
+        return {n: a for n, a in images.items() if a["partition"] == "train"}
+
+    def own_train_images(self) -> list[Path]:
+        root = self._root()
+        return [root / "images" / f"{n}.png" for n in self._train_images_json()]
+
+    def own_train_captions(self) -> list[str]:
+        return [a["caption"] for a in self._train_images_json().values()]
+
+    def own_train_triplets(self) -> list[dict]:
+        return text_triplets(self._root())

@@ -246,7 +246,7 @@ class CIRMethod(RetrievalMethod):
     in the prompt), "index": [B]}; FashionIQ batches also carry "text_reversed" (the two
     captions in the other order), which `embed` encodes as a second pass and combines as
     SEARLE / LinCIR do. Gallery batches: {"image", "index"}. `train_on` picks the training
-    batches (see zsbench.datamodules.cir): "images", "captions", "text_triplets" or "none".
+    batches (see zsbench.datamodules.cir_base): "images", "captions", "text_triplets" or "none".
     """
 
     train_on: ClassVar[str] = "none"

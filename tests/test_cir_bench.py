@@ -19,7 +19,10 @@ from zsbench.clip import (
     placeholder_token_id,
     tokenize,
 )
-from zsbench.datamodules.cir import CIRR, FashionIQ, SyntheticCIR, read_captions, read_triplets
+from zsbench.datamodules.cir_training_files import read_captions, read_triplets
+from zsbench.datamodules.cirr import CIRR
+from zsbench.datamodules.fashioniq import FashionIQ
+from zsbench.datamodules.synthetic_cir import SyntheticCIR
 from zsbench.errors import ZsbenchError
 from zsbench.leaderboard import build_leaderboard, format_table
 from zsbench.methods.base import CIRMethod, MethodMetadata

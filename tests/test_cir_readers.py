@@ -209,7 +209,7 @@ def test_circo_gallery_from_coco_image_info(cir, tmp_path):
 def test_circo_without_its_gallery_list_is_an_error_unless_asked(cir, tmp_path):
     """A missing image_info_unlabeled2017.json must not silently shrink the gallery to the
     annotations' images (mAP inflated); the datamodule's flag asks for it and records it."""
-    from zsbench.datamodules.cir import CIRCO
+    from zsbench.datamodules.circo import CIRCO
 
     with pytest.raises(ZsbenchError, match="annotation_gallery=true"):
         read_circo(cir / "circo", "val")

@@ -196,7 +196,7 @@ def test_training_crop_only_on_training_images():
     from PIL import Image
     from torchvision import transforms as T
 
-    from zsbench.datamodules.cir import SyntheticCIR
+    from zsbench.datamodules.synthetic_cir import SyntheticCIR
     from zsbench.errors import ZsbenchError
 
     dm = SyntheticCIR(image_size=32)

@@ -87,7 +87,7 @@ def test_rtd_phi_checkpoint_is_frozen(tmp_path):
 
 
 def test_rtd_official_triplet_file_with_conditioning_caption(tmp_path):
-    from zsbench.datamodules.cir import read_triplets
+    from zsbench.datamodules.cir_training_files import read_triplets
 
     rows = [
         {

@@ -24,7 +24,7 @@ from zsbench.runner.common import (
 
 
 def cir_train_loader(dm, model):
-    """The CIR training batches the method asks for (`train_on`, see zsbench.datamodules.cir)."""
+    """The CIR training batches the method asks for (`train_on`; zsbench.datamodules.cir_base)."""
     loaders = {
         "images": dm.image_train_dataloader,
         "captions": dm.caption_train_dataloader,
