@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import one_result
 
+from zsbench.chance import cir_chance
 from zsbench.cli import main
 from zsbench.clip import (
     encode_prompts,
@@ -28,7 +29,7 @@ from zsbench.leaderboard import build_leaderboard, format_table
 from zsbench.methods.base import CIRMethod, MethodMetadata
 from zsbench.metrics.cir import CIRLabels, ap_at_k
 from zsbench.results import extras_path
-from zsbench.runner import bench, cir_chance
+from zsbench.runner import bench
 
 # A synthetic CIR dataset small enough for a CPU test run in seconds (36 combinations, 2 scenes;
 # test: ~11 combinations, ~22 queries). Method YAMLs add clip=tiny and image_size=64.

@@ -1,4 +1,5 @@
-"""Chance levels: what a random ranking of the gallery scores, to print beside every result."""
+"""Chance levels: what a random ranking of the gallery scores, to print beside every result
+(SBIR: chance_metrics, CIR: cir_chance)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,35 @@ def random_map_spread(query_labels, gallery_labels, draws: int = 200, seed: int 
         prec = np.cumsum(hits, 1) / ranks
         means.append(float(((prec * hits).sum(1) / n_rel).mean()))
     return float(np.std(means, ddof=1))
+
+
+def cir_chance(labels, n_gallery: int) -> dict[str, float]:
+    """Expected metrics of a uniformly random ranking (exact, per query, then averaged).
+
+    R@k: min(k, n) / n over the n candidates (CIRR: the gallery minus the reference);
+    R_subset@k the same over the image set minus the reference; CIRCO's AP@k with m ground
+    truths: sum_{r <= k} (m / n) (1 + (m - 1)(r - 1) / (n - 1)) / r, divided by min(m, k).
+    """
+    import torch
+
+    from zsbench.metrics.cir import CIRCO_KS, CIRR_KS, CIRR_SUBSET_KS, FASHIONIQ_KS
+
+    ref_in = (labels.reference >= 0).to(torch.float64)
+    n = torch.full_like(ref_in, float(n_gallery))
+    if labels.protocol == "cirr":
+        n = n - ref_in
+    ks = {"cirr": CIRR_KS, "circo": CIRCO_KS, "fashioniq": FASHIONIQ_KS}[labels.protocol]
+    out = {f"R@{k}": float((n.clamp(max=k) / n).mean()) for k in ks}
+    if labels.protocol == "cirr":
+        m = labels.members
+        valid = (m >= 0) & (m != labels.reference[:, None])
+        s = valid.sum(1).to(torch.float64)
+        out.update({f"R_subset@{k}": float((s.clamp(max=k) / s).mean()) for k in CIRR_SUBSET_KS})
+    if labels.protocol == "circo":
+        m = (labels.gt >= 0).sum(1).to(torch.float64)
+        for k in CIRCO_KS:
+            r = torch.arange(1, k + 1, dtype=torch.float64)[None]
+            prec = (1 + (m[:, None] - 1) * (r - 1) / (n[:, None] - 1).clamp(min=1)) / r
+            ap = (m[:, None] / n[:, None] * prec * (r <= n[:, None])).sum(1) / m.clamp(max=k)
+            out[f"mAP@{k}"] = float(ap.mean())
+    return out

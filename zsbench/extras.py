@@ -107,3 +107,33 @@ def run_extras(
         },
         "examples": examples,
     }
+
+
+def cir_examples(scores, labels, data, n_examples: int = 5, top_k: int = 10) -> list[dict]:
+    """Report examples: the first `n_examples` queries with their top-k gallery images
+    (reference removed under CIRR's protocol), each flagged correct when it is a ground truth."""
+    examples = []
+    for qi in range(min(n_examples, len(data.queries))):
+        q = data.queries[qi]
+        row = scores[qi].clone()
+        if labels.protocol == "cirr" and int(labels.reference[qi]) >= 0:
+            row[int(labels.reference[qi])] = float("-inf")
+        relevant = set(q.targets)
+        top = torch.argsort(row, descending=True, stable=True)[:top_k].tolist()
+        text = " / ".join(q.captions)
+        examples.append(
+            {
+                "query": str(data.image_path(q.reference)),
+                "label": text,
+                "top": [
+                    {
+                        "path": str(data.image_path(data.gallery[gi])),
+                        "label": data.gallery[gi],
+                        "correct": data.gallery[gi] in relevant,
+                        "score": float(row[gi]),
+                    }
+                    for gi in top
+                ],
+            }
+        )
+    return examples

@@ -23,7 +23,7 @@ from zsbench.evaluation import tie_warning
 from zsbench.identity import Identity, resolve_identity
 from zsbench.registry import DATASETS, METHODS
 from zsbench.results import result_path, results_dir
-from zsbench.runner.cir import cir_chance, run_cir
+from zsbench.runner.cir import run_cir
 from zsbench.runner.common import (
     BenchOutcome,
     RunPlan,
@@ -39,7 +39,6 @@ __all__ = [
     "RunPlan",
     "TrainedRun",
     "bench",
-    "cir_chance",
     "describe_config",
     "embed_partition",
     "plan_run",

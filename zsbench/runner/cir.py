@@ -7,7 +7,9 @@ import time
 
 import torch
 
+from zsbench.chance import cir_chance
 from zsbench.errors import ZsbenchError
+from zsbench.extras import cir_examples
 from zsbench.metrics_version import METRICS_VERSION
 from zsbench.runner.common import (
     BenchOutcome,
@@ -36,66 +38,6 @@ def cir_train_loader(dm, model):
             f"one of {', '.join(loaders)}."
         )
     return loaders[model.train_on]()
-
-
-def cir_chance(labels, n_gallery: int) -> dict[str, float]:
-    """Expected metrics of a uniformly random ranking (exact, per query, then averaged).
-
-    R@k: min(k, n) / n over the n candidates (CIRR: the gallery minus the reference);
-    R_subset@k the same over the image set minus the reference; CIRCO's AP@k with m ground
-    truths: sum_{r <= k} (m / n) (1 + (m - 1)(r - 1) / (n - 1)) / r, divided by min(m, k).
-    """
-    from zsbench.metrics.cir import CIRCO_KS, CIRR_KS, CIRR_SUBSET_KS, FASHIONIQ_KS
-
-    ref_in = (labels.reference >= 0).to(torch.float64)
-    n = torch.full_like(ref_in, float(n_gallery))
-    if labels.protocol == "cirr":
-        n = n - ref_in
-    ks = {"cirr": CIRR_KS, "circo": CIRCO_KS, "fashioniq": FASHIONIQ_KS}[labels.protocol]
-    out = {f"R@{k}": float((n.clamp(max=k) / n).mean()) for k in ks}
-    if labels.protocol == "cirr":
-        m = labels.members
-        valid = (m >= 0) & (m != labels.reference[:, None])
-        s = valid.sum(1).to(torch.float64)
-        out.update({f"R_subset@{k}": float((s.clamp(max=k) / s).mean()) for k in CIRR_SUBSET_KS})
-    if labels.protocol == "circo":
-        m = (labels.gt >= 0).sum(1).to(torch.float64)
-        for k in CIRCO_KS:
-            r = torch.arange(1, k + 1, dtype=torch.float64)[None]
-            prec = (1 + (m[:, None] - 1) * (r - 1) / (n[:, None] - 1).clamp(min=1)) / r
-            ap = (m[:, None] / n[:, None] * prec * (r <= n[:, None])).sum(1) / m.clamp(max=k)
-            out[f"mAP@{k}"] = float(ap.mean())
-    return out
-
-
-def cir_examples(scores, labels, data, n_examples: int = 5, top_k: int = 10) -> list[dict]:
-    """Report examples: the first `n_examples` queries with their top-k gallery images
-    (reference removed under CIRR's protocol), each flagged correct when it is a ground truth."""
-    examples = []
-    for qi in range(min(n_examples, len(data.queries))):
-        q = data.queries[qi]
-        row = scores[qi].clone()
-        if labels.protocol == "cirr" and int(labels.reference[qi]) >= 0:
-            row[int(labels.reference[qi])] = float("-inf")
-        relevant = set(q.targets)
-        top = torch.argsort(row, descending=True, stable=True)[:top_k].tolist()
-        text = " / ".join(q.captions)
-        examples.append(
-            {
-                "query": str(data.image_path(q.reference)),
-                "label": text,
-                "top": [
-                    {
-                        "path": str(data.image_path(data.gallery[gi])),
-                        "label": data.gallery[gi],
-                        "correct": data.gallery[gi] in relevant,
-                        "score": float(row[gi]),
-                    }
-                    for gi in top
-                ],
-            }
-        )
-    return examples
 
 
 def _embed_group(model, dm, group):
