@@ -155,6 +155,25 @@ def test_method_bases_own_the_scaffolding():
                 )
 
 
+def test_one_run_lifecycle():
+    """Both tasks run through runner.common.run_task: the result record is built and published
+    there only; a task supplies its train and score steps (runner.sbir.SBIR, runner.cir.CIR)."""
+    from zsbench.runner import cir, sbir
+    from zsbench.runner.common import Task
+
+    calls: dict[str, list[str]] = {"build_record": [], "publish": []}
+    for path in sorted((ROOT / "zsbench" / "runner").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) in calls:
+                    calls[node.func.id].append(f"{path.name}:{fn.name}")
+    assert calls == {"build_record": ["common.py:run_task"], "publish": ["common.py:run_task"]}
+    assert isinstance(sbir.SBIR, Task) and isinstance(cir.CIR, Task)
+
+
 def test_no_import_cycles():
     graph = import_graph()
     index: dict[str, int] = {}

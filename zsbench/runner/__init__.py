@@ -23,15 +23,17 @@ from zsbench.evaluation import tie_warning
 from zsbench.identity import Identity, resolve_identity
 from zsbench.registry import DATASETS, METHODS
 from zsbench.results import result_path, results_dir
-from zsbench.runner.cir import run_cir
+from zsbench.runner.cir import CIR
 from zsbench.runner.common import (
     BenchOutcome,
     RunPlan,
+    TrainedRun,
     _launched_rank,
     _move_other_config,
+    run_task,
     split_label,
 )
-from zsbench.runner.sbir import TrainedRun, embed_partition, run_sbir, train_sbir
+from zsbench.runner.sbir import SBIR, embed_partition, train_sbir
 
 __all__ = [
     "BenchOutcome",
@@ -182,5 +184,5 @@ def describe_config(record: dict) -> str:
 def _run(
     plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
 ) -> BenchOutcome:
-    run = run_cir if plan.meta.task == "cir" else run_sbir
-    return run(plan, method, dataset, seed, wandb, progress, t_start)
+    task = CIR if plan.meta.task == "cir" else SBIR
+    return run_task(task, plan, method, dataset, seed, wandb, progress, t_start)

@@ -1,5 +1,6 @@
-"""The ZS-CIR run: train on what the method's `train_on` names (images, captions, text
-triplets), embed each evaluation group of the dataset, score it with zsbench.metrics.cir."""
+"""The ZS-CIR task (`CIR`, run by runner.common.run_task): train on what the method's
+`train_on` names (images, captions, text triplets; train_cir), embed each evaluation group of
+the dataset and score it with zsbench.metrics.cir (score_cir)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ from zsbench.errors import ZsbenchError
 from zsbench.extras import cir_examples
 from zsbench.metrics_version import METRICS_VERSION
 from zsbench.runner.common import (
-    BenchOutcome,
     RunPlan,
+    Scored,
+    Task,
+    TrainedRun,
     _distributed,
     _loggers,
     _prepare_run,
     _seeded_model,
-    build_record,
     fit_method,
-    publish,
     wandb_requested,
 )
 
@@ -54,18 +55,13 @@ def _embed_group(model, dm, group):
     return out
 
 
-def run_cir(
-    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
-) -> BenchOutcome:
-    """The ZS-CIR run: train on what `train_on` names, embed each evaluation group, score it
-    with zsbench.metrics.cir (FashionIQ: per category, then the mean), write the result."""
-    from zsbench.evaluation import evaluate_cir, similarity_matrix
-    from zsbench.metrics.cir import fashioniq_mean
-
-    meta, cfg, dm, path, root = plan.meta, plan.cfg, plan.dm, plan.path, plan.root
-    tcfg = cfg["trainer"]
-    device = _prepare_run(dm, tcfg)
-
+def train_cir(
+    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool = False, progress: bool = True
+) -> TrainedRun:
+    """Build the seeded method with its CLIP, then train it on what `train_on` names, load
+    saved weights (--eval-only), or keep the authors' released weights (model.checkpoint)."""
+    meta, cfg, dm, root = plan.meta, plan.cfg, plan.dm, plan.root
+    device = _prepare_run(dm, cfg["trainer"])
     model = _seeded_model(plan.method_cls, seed, **cfg["model"])
     info = model.backbone_info
     dm.set_normalization(info.mean, info.std)
@@ -73,23 +69,33 @@ def run_cir(
     loggers = _loggers(root, plan.run_name(dataset, method), seed, cfg, wandb_requested(wandb))
     timings: dict[str, float | bool] = {}
     t0 = time.perf_counter()
-    train_items, fit_fields = None, {}
-    if meta.trains and plan.eval_only:
-        fit_fields = fit_method(plan, model, method, loggers, progress)
-    elif meta.trains and model.loaded_checkpoint:  # model.checkpoint: the authors' weights
+    fields: dict = {"n_train_items": None}
+    if meta.trains and model.loaded_checkpoint and not plan.eval_only:
         print(f"{method}: scoring the released weights in {model.loaded_checkpoint}, no training")
-        fit_fields = {"weights": {"loaded_from": model.loaded_checkpoint, "released": True}}
+        fields["weights"] = {"loaded_from": model.loaded_checkpoint, "released": True}
     elif meta.trains:
-        if hasattr(model, "prepare_from_datamodule"):  # e.g. RTD: stage 1 trains its base's phi
-            model.prepare_from_datamodule(dm)
-        train = cir_train_loader(dm, model)
-        train_items = len(train.dataset)
-        fit_fields = fit_method(plan, model, method, loggers, progress, train_dataloaders=train)
+        train = None
+        if not plan.eval_only:
+            if hasattr(model, "prepare_from_datamodule"):  # e.g. RTD: stage 1 trains its phi
+                model.prepare_from_datamodule(dm)
+            train = cir_train_loader(dm, model)
+            fields["n_train_items"] = len(train.dataset)
+        fields.update(fit_method(plan, model, method, loggers, progress, train_dataloaders=train))
     timings["train_s"] = time.perf_counter() - t0
-    rank, world = _distributed()
-    if rank != 0:  # DDP: rank 0 embeds and scores everything (CIR sets are small)
-        return BenchOutcome(path, skipped=False, record=None)
+    return TrainedRun(model, device, timings, info.to_dict(), None, loggers, fields)
 
+
+def score_cir(plan: RunPlan, run: TrainedRun, seed: int, t_start: float) -> Scored | None:
+    """Embed each evaluation group on rank 0 (CIR sets are small), score it with the library
+    evaluator (FashionIQ: per category, then the mean) and pick the report's examples."""
+    from zsbench.evaluation import evaluate_cir, similarity_matrix
+    from zsbench.metrics.cir import fashioniq_mean
+
+    rank, _ = _distributed()
+    if rank != 0:
+        return None
+    cfg, dm = plan.cfg, plan.dm
+    model, device, timings = run.model, run.device, run.timings
     model.to(device)
     per_group, chance, extras = {}, {}, []
     n_q = n_g = 0
@@ -134,22 +140,8 @@ def run_cir(
         "n_gallery": n_g,
         "n_queries_without_positive": 0,
     }
-    record = build_record(
-        plan,
-        method,
-        dataset,
-        seed,
-        ev=ev,
-        chance=chance,
-        device=device,
-        backbone=info.to_dict(),
-        timings=timings,
-        loggers=loggers,
-        per_class=None,
-        per_group=per_group,
-        n_train_items=train_items,
-        side_information=None,
-        leakage=None,
-        **fit_fields,
-    )
-    return publish(path, record, loggers, root, extras={"examples": extras})
+    fields = {"per_class": None, "per_group": per_group, "side_information": None, "leakage": None}
+    return Scored(ev=ev, chance=chance, fields=fields, extras={"examples": extras})
+
+
+CIR = Task("cir", train=train_cir, score=score_cir)

@@ -11,6 +11,7 @@ import logging
 import os
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +31,73 @@ class BenchOutcome:
     path: Path
     skipped: bool
     record: dict | None = None
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A method trained (or loaded) on a plan, with what its result records about that."""
+
+    model: object
+    device: torch.device
+    timings: dict
+    backbone: dict | None
+    side_info: dict | None
+    loggers: list
+    fit_fields: dict = dataclasses.field(default_factory=dict)  # weights, resumption, sizes
+
+
+@dataclasses.dataclass
+class Scored:
+    """A task's evaluation of a trained run: what goes into its result record and extras,
+    and `after(record)`, what is written once the result is out (per-query scores, ...)."""
+
+    ev: dict  # metrics, spec, n_queries, n_gallery, n_queries_without_positive
+    chance: dict
+    fields: dict  # the task's own record fields (per_class, per_group, leakage, ...)
+    extras: dict | None = None
+    after: Callable[[dict], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What differs between ZS-SBIR and ZS-CIR runs; `run_task` is the lifecycle they share.
+    `train(plan, method, dataset, seed, wandb, progress) -> TrainedRun` sets up the data, the
+    seeded model and fits it; `score(plan, run, seed, t_start) -> Scored | None` embeds, evaluates
+    and makes the artefacts (None on a DDP rank that does not write)."""
+
+    name: str
+    train: Callable[..., TrainedRun]
+    score: Callable[..., Scored | None]
+
+
+def run_task(
+    task: Task, plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool,
+    t_start: float,
+) -> BenchOutcome:  # fmt: skip
+    """The one run lifecycle: train (or load), score, build the record, publish it with its
+    extras, then what the task writes after the result."""
+    run = task.train(plan, method, dataset, seed, wandb, progress)
+    scored = task.score(plan, run, seed, t_start)
+    if scored is None:  # DDP: rank 0 scores and writes; the others are done
+        return BenchOutcome(plan.path, skipped=False, record=None)
+    record = build_record(
+        plan,
+        method,
+        dataset,
+        seed,
+        ev=scored.ev,
+        chance=scored.chance,
+        device=run.device,
+        backbone=run.backbone,
+        timings=run.timings,
+        loggers=run.loggers,
+        **scored.fields,
+        **run.fit_fields,
+    )
+    outcome = publish(plan.path, record, run.loggers, plan.root, extras=scored.extras)
+    if scored.after is not None:
+        scored.after(record)
+    return outcome
 
 
 @dataclasses.dataclass

@@ -1,10 +1,9 @@
-"""The ZS-SBIR run: features or images, side information, training on the seen classes, then
-embedding the unseen queries and gallery (rank-sharded under DDP) and scoring them with
-`zsbench.evaluation`."""
+"""The ZS-SBIR task (`SBIR`, run by runner.common.run_task): features or images, side
+information, training on the seen classes (train_sbir), then embedding the unseen queries and
+gallery (rank-sharded under DDP) and scoring them with `zsbench.evaluation` (score_sbir)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -20,16 +19,16 @@ from zsbench.features import cached_features
 from zsbench.leakage import imagenet_overlap
 from zsbench.results import extras_path, write_json_atomic
 from zsbench.runner.common import (
-    BenchOutcome,
     RunPlan,
+    Scored,
+    Task,
+    TrainedRun,
     _distributed,
     _loggers,
     _move_other_config,
     _prepare_run,
     _seeded_model,
-    build_record,
     fit_method,
-    publish,
     wandb_requested,
 )
 from zsbench.significance import per_query_path, query_order_hash, write_per_query
@@ -96,19 +95,6 @@ def embed_partition(model, dm, part: str, side: str) -> tuple[torch.Tensor, torc
     return torch.cat([p[1] for p in pieces])[inverse], torch.cat([p[2] for p in pieces])[inverse]
 
 
-@dataclasses.dataclass
-class TrainedRun:
-    """A method trained on the seen classes of a plan, with what its result records."""
-
-    model: object
-    device: torch.device
-    timings: dict
-    backbone: dict | None
-    side_info: dict | None
-    loggers: list
-    fit_fields: dict = dataclasses.field(default_factory=dict)  # weights, resumption
-
-
 def train_sbir(
     plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool = False, progress: bool = True
 ) -> TrainedRun:
@@ -158,22 +144,19 @@ def train_sbir(
     return TrainedRun(model, device, timings, backbone, side_info, loggers, fit_fields)
 
 
-def run_sbir(
-    plan: RunPlan, method: str, dataset: str, seed: int, wandb: bool, progress: bool, t_start
-) -> BenchOutcome:
-    """Train (train_sbir), embed the unseen queries and gallery, score, write the result."""
-    cfg, dm, path, root = plan.cfg, plan.dm, plan.path, plan.root
-    run = train_sbir(plan, method, dataset, seed, wandb, progress)
-    model, device, timings, loggers = run.model, run.device, run.timings, run.loggers
-    backbone, side_info = run.backbone, run.side_info
+def score_sbir(plan: RunPlan, run: TrainedRun, seed: int, t_start: float) -> Scored | None:
+    """Embed the unseen queries and gallery (every rank its share), score them on rank 0, and
+    make the report's extras; after the result: per-query scores and the `eval.also_specs`."""
+    cfg, dm = plan.cfg, plan.dm
+    model, device, timings = run.model, run.device, run.timings
     model.to(device)
     t0 = time.perf_counter()
     q, ql = embed_partition(model, dm, "query", "query")
     g, gl = embed_partition(model, dm, "gallery", "gallery")
     timings["encode_s"] = time.perf_counter() - t0
     rank, world = _distributed()
-    if rank != 0:  # DDP: rank 0 scores and writes; the others are done
-        return BenchOutcome(path, skipped=False, record=None)
+    if rank != 0:
+        return None
     ev = evaluate_sbir(
         q,
         ql,
@@ -192,26 +175,6 @@ def run_sbir(
     timings["total_s"] = time.perf_counter() - t_start
     timings["encode_items_per_s"] = (len(q) + len(g)) / max(timings["encode_s"], 1e-9)
     timings["rank_queries_per_s"] = len(q) / max(ev["seconds"], 1e-9)
-
-    record = build_record(
-        plan,
-        method,
-        dataset,
-        seed,
-        ev=ev,
-        chance=chance_metrics(ql.numpy(), gl.numpy()),
-        device=device,
-        backbone=backbone,
-        timings=timings,
-        loggers=loggers,
-        per_class=ev["per_class"],
-        tie_fraction=ev["tie_fraction"],
-        tie_se=ev["tie_se"],
-        side_information=side_info,
-        leakage=imagenet_overlap(dm.unseen_photo_wnids(), (backbone or {}).get("pretrained_on")),
-        world_size=world,
-        **run.fit_fields,
-    )
     # artefacts for `zsbench report`, written with the result (publish)
     q_items = [dm.items[i] for i in dm.partitions["query"]]
     g_items = [dm.items[i] for i in dm.partitions["gallery"]]
@@ -227,12 +190,24 @@ def run_sbir(
         seed=seed,
     )
     order = query_order_hash([dm.holdout_key(dm.items[i]) for i in dm.partitions["query"]])
-    outcome = publish(path, record, loggers, root, extras=extras)
-    write_per_query(per_query_path(path), per_query, order, record["run_id"])
-    for spec in cfg["eval"]["also_specs"] or []:
-        if spec != cfg["eval"]["spec"]:
-            _publish_respecified(plan, record, spec, (q, ql, g, gl), model, device, order)
-    return outcome
+
+    def after(record: dict) -> None:
+        write_per_query(per_query_path(plan.path), per_query, order, record["run_id"])
+        for spec in cfg["eval"]["also_specs"] or []:
+            if spec != cfg["eval"]["spec"]:
+                _publish_respecified(plan, record, spec, (q, ql, g, gl), model, device, order)
+
+    backbone = run.backbone or {}
+    fields = {
+        "per_class": ev["per_class"],
+        "tie_fraction": ev["tie_fraction"],
+        "tie_se": ev["tie_se"],
+        "side_information": run.side_info,
+        "leakage": imagenet_overlap(dm.unseen_photo_wnids(), backbone.get("pretrained_on")),
+        "world_size": world,
+    }
+    chance = chance_metrics(ql.numpy(), gl.numpy())
+    return Scored(ev=ev, chance=chance, fields=fields, extras=extras, after=after)
 
 
 def _publish_respecified(
@@ -283,3 +258,6 @@ def _publish_respecified(
             write_json_atomic(extras_path(path), json.loads(source.read_text()))
         write_per_query(per_query_path(path), per_query, order, record["run_id"])
         print(f"Wrote {path} ({spec} spec)")
+
+
+SBIR = Task("sbir", train=train_sbir, score=score_sbir)
