@@ -1,13 +1,17 @@
-"""ZS-CIR metrics (zsbench.metrics.cir): hand-computed rankings and a naive per-query loop."""
+"""ZS-CIR metrics (zsbench.metrics.cir): hand-computed rankings and a naive per-query loop, the
+chunking and score dtypes, both caption orders, and the index arguments and input errors (each
+message's key fragment)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_metrics import f64
 
 from zsbench.errors import ZsbenchError
 from zsbench.metrics.cir import (
@@ -19,6 +23,8 @@ from zsbench.metrics.cir import (
     combine_caption_orders,
     fashioniq_mean,
     fashioniq_metrics,
+    index_tensor,
+    recall_from_ranks,
     subset_ranks,
     target_ranks,
 )
@@ -89,6 +95,36 @@ def test_circo_recall_uses_main_target_only():
     m = circo_metrics(s, [[6, 0]], ks=(5, 10))
     assert m["R@5"] == 0.0 and m["R@10"] == 1.0
     assert m["mAP@5"] == pytest.approx(1 / 2)  # 1/1 over min(2, 5)
+
+
+def test_circo_recall_uses_the_given_target_not_the_first_ground_truth():
+    """CIRCO R@k ranks ``target``; only when it is None does the first ground truth stand in."""
+    s = f64([0.9, 0.8, 0.7])
+    gt = torch.tensor([[0, 2]])
+    # target 2 is at rank 3: R@1 = 0 (while gt[:, 0] = item 0 would give 1)
+    got = circo_metrics(s, gt, target=torch.tensor([2]), ks=(1,))
+    assert got["R@1"] == 0.0 and got["mAP@1"] == 1.0
+    assert circo_metrics(s, gt, ks=(1,))["R@1"] == 1.0
+    # through cir_metrics: six items, the target (item 5) at rank 6, gt[:, 0] (item 0) at 1
+    labels = CIRLabels("circo", torch.tensor([5]), torch.tensor([-1]), gt=torch.tensor([[0, 5]]))
+    assert cir_metrics(f64([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), labels)["R@5"] == 0.0
+
+
+def test_subset_rank_ignores_padding_when_a_reference_is_given():
+    """-1 padding stays out of the image set when the reference is removed too."""
+    # scores 0.9 (item 0), 0.8 (item 1, the reference), 0.7 (item 2, the target); the set
+    # [1, 2, -1] minus the reference holds only the target: rank 1 (item 0 is not a member)
+    s = f64([0.9, 0.8, 0.7])
+    assert subset_ranks(s, [2], [[1, 2, -1]], [1]).tolist() == [1]
+    assert subset_ranks(s, [2], [[1, 2, -1]]).tolist() == [2]  # reference kept: 0.8 >= 0.7
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_circo_ap_at_k_on_cuda_by_hand():
+    """CIRCO AP@k with scores on CUDA: ground truths at ranks 1 and 3 -> (1 + 2/3) / 2."""
+    s = torch.tensor([[0.9, 0.8, 0.7]], device="cuda")
+    assert float(ap_at_k(s, [[0, 2]], ks=(3,))[3][0]) == pytest.approx((1 + 2 / 3) / 2)
 
 
 def test_ties_follow_the_tie_rule():
@@ -236,6 +272,47 @@ def test_cir_metrics_dispatch_and_fashioniq_mean():
         CIRLabels("cirrr", t, t)
 
 
+# ----------------------------------------------------------------- chunk sizes and score dtypes
+
+
+def test_cir_metrics_passes_chunk_size_to_every_protocol():
+    """cir_metrics forwards chunk_size: 0 is rejected for fashioniq, cirr and circo alike."""
+    s = f64([0.9, 0.8, 0.7])
+    t, none = torch.tensor([0]), torch.tensor([-1])
+    for labels in (
+        CIRLabels("fashioniq", t, none),
+        CIRLabels("cirr", t, torch.tensor([1]), members=torch.tensor([[0, 1]])),
+        CIRLabels("circo", t, none, gt=torch.tensor([[0]])),
+    ):
+        with pytest.raises(ZsbenchError, match="chunk_size must be >= 1, got 0"):
+            cir_metrics(s, labels, chunk_size=0)
+
+
+def test_cir_chunk_size_one_is_allowed():
+    """chunk_size 1 (one query per chunk) gives the same metrics as one chunk."""
+    s = f64([0.9, 0.8, 0.7], [0.1, 0.5, 0.3])
+    # query 0: target 2 at rank 3; query 1: target 1 at rank 1
+    assert fashioniq_metrics(s, [2, 1], ks=(1, 3), chunk_size=1) == {"R@1": 0.5, "R@3": 1.0}
+
+
+def test_cir_scores_in_bfloat16_and_integers():
+    """Scores of any dtype: bfloat16 tensors (numpy has no bfloat16) are ranked as they are,
+    integer scores as float64 -- where the excluded items are set to -inf."""
+    bf = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]], dtype=torch.bfloat16)
+    # query 0: target 2 scores lowest -> rank 3; query 1: target 0 scores lowest -> rank 3
+    assert target_ranks(bf, [2, 0]).tolist() == [3, 3]
+    assert fashioniq_metrics(bf, [0, 2], ks=(1,), chunk_size=1) == {"R@1": 1.0}
+    ints = torch.tensor([[3, 2, 1]])
+    # item 0 (score 3) excluded: target 1 moves from rank 2 to rank 1
+    assert target_ranks(ints, [1], exclude=[0]).tolist() == [1]
+    assert target_ranks(np.array([[3, 2, 1]]), [1], exclude=[[0]]).tolist() == [1]
+    got = ap_at_k(ints, [[1, 2]], ks=(2,), exclude=[0])[2]
+    assert got.dtype == torch.float64 and got.tolist() == [1.0]  # ranks 1, 2 of 2 ground truths
+
+
+# -------------------------------------------------------------------------- both caption orders
+
+
 def test_both_caption_orders_rank_like_mean_score():
     g = F.normalize(torch.randn(50, 8, dtype=torch.float64), dim=-1)
     a, b = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
@@ -243,6 +320,33 @@ def test_both_caption_orders_rank_like_mean_score():
     assert torch.allclose(q.norm(dim=-1), torch.ones(6, dtype=torch.float64))
     mean_scores = (F.normalize(a, dim=-1) @ g.T + F.normalize(b, dim=-1) @ g.T) / 2
     assert torch.equal(torch.argsort(q @ g.T, 1), torch.argsort(mean_scores, 1))
+
+
+def test_combine_caption_orders_is_the_normalised_mean():
+    """normalize((normalize(a) + normalize(b)) / 2), F.normalize's eps of 1e-12 included."""
+    a, b = f64([3.0, 4.0]), f64([0.0, 2.0])
+    # (0.6, 0.8) + (0, 1) = (0.6, 1.8), over 2 -> (0.3, 0.9), norm sqrt(0.9)
+    want = [0.3 / math.sqrt(0.9), 0.9 / math.sqrt(0.9)]
+    assert combine_caption_orders(a, b)[0].tolist() == pytest.approx(want)
+    # nearly opposite orders: the mean (0, 1e-12) / 2 has norm 5e-13 < eps, so F.normalize
+    # divides by eps: (0, 0.5) -- the halving is visible
+    got = combine_caption_orders(f64([1.0, 0.0]), f64([-1.0, 1e-12]))
+    assert got[0].tolist() == pytest.approx([0.0, 0.5], abs=1e-9)
+
+
+def test_combine_caption_orders_on_one_vector_and_on_batches_of_batches():
+    """Normalised along the last dimension whatever the leading ones: a single [D] query gives
+    row 0 of the batch, and a [2, 1, D] batch the batch's rows."""
+    a, b = f64([3.0, 4.0], [1.0, 0.0]), f64([0.0, 2.0], [0.0, 5.0])
+    batch = combine_caption_orders(a, b)
+    assert torch.allclose(combine_caption_orders(a[0], b[0]), batch[0])
+    nested = combine_caption_orders(a[:, None], b[:, None])
+    assert nested.shape == (2, 1, 2) and torch.allclose(nested[:, 0], batch)
+    # row 1: (1, 0) + (0, 1) -> (0.5, 0.5) -> (1, 1) / sqrt(2)
+    assert batch[1].tolist() == pytest.approx([2**-0.5, 2**-0.5])
+
+
+# ------------------------------------------------------------- index arguments and input errors
 
 
 def test_errors_name_the_problem():
@@ -261,3 +365,198 @@ def test_errors_name_the_problem():
         target_ranks(row(0.1, float("nan")), [0])
     with pytest.raises(ZsbenchError, match="integer"):
         target_ranks(s, [1.0])
+
+
+def test_cir_errors_name_the_wrong_count_or_argument():
+    """The CIR input errors say what is wrong, with the count or the argument's name."""
+    s = f64([0.9, 0.8, 0.7])
+    with pytest.raises(ZsbenchError, match=r"exclude must have one row per query \(1\)"):
+        target_ranks(s, [0], exclude=[[1], [2]])
+    with pytest.raises(ZsbenchError, match="^gt lists a gallery item twice"):
+        ap_at_k(s, [[1, 1]])
+    with pytest.raises(ZsbenchError, match="^target and members must have one row per query"):
+        subset_ranks(s, [0], [[0, 1], [0, 2]])
+    with pytest.raises(ZsbenchError, match="^no queries to score"):
+        recall_from_ranks(torch.zeros(0), (1,))
+    msg = r"reference must hold integer gallery indices, got dtype torch\.float64"
+    with pytest.raises(ZsbenchError, match=msg):
+        cirr_metrics(s, [0], [1.0], [[0, 1]])
+    msg = r"members must have 2 dimension\(s\), got shape \(2,\)"
+    with pytest.raises(ZsbenchError, match=msg):
+        cirr_metrics(s, [0], [1], [0, 1])
+
+
+# every index argument of every public CIR function, given floats: the message names it
+_FLOAT = [0.0]
+_BAD_INDEX_ARGS = [
+    ("target", lambda s: target_ranks(s, _FLOAT)),
+    ("target", lambda s: subset_ranks(s, _FLOAT, [[0]])),
+    ("members", lambda s: subset_ranks(s, [0], [_FLOAT])),
+    ("reference", lambda s: subset_ranks(s, [0], [[0]], _FLOAT)),
+    ("gt", lambda s: ap_at_k(s, [_FLOAT])),
+    ("exclude", lambda s: ap_at_k(s, [[0]], exclude=_FLOAT)),
+    ("exclude", lambda s: target_ranks(s, [0], exclude=[[-1.0]])),
+    ("target", lambda s: fashioniq_metrics(s, _FLOAT)),
+    ("target", lambda s: cirr_metrics(s, _FLOAT, [1], [[0, 1]])),
+    ("members", lambda s: cirr_metrics(s, [0], [1], [_FLOAT])),
+    ("gt", lambda s: circo_metrics(s, [_FLOAT])),
+    ("target", lambda s: circo_metrics(s, [[0]], target=_FLOAT)),
+]
+
+
+@pytest.mark.parametrize("name, call", _BAD_INDEX_ARGS)
+def test_cir_index_errors_name_the_argument(name, call):
+    """Every index argument of every public CIR function, given floats: the error names it."""
+    msg = rf"{name} must hold integer gallery indices, got dtype torch\.float64"
+    with pytest.raises(ZsbenchError, match=msg):
+        call(f64([0.9, 0.8, 0.7]))
+
+
+def test_cir_range_errors_name_the_argument():
+    """An index outside [-1, G - 1]: the error names the argument and its min and max."""
+    s = f64([0.9, 0.8, 0.7])
+    msg = r"{} holds gallery indices outside \[-1, 2\] \(min {}, max {}\)"
+    with pytest.raises(ZsbenchError, match=msg.format("exclude", 0, 5)):
+        target_ranks(s, [1], exclude=[[0, 5]])
+    with pytest.raises(ZsbenchError, match=msg.format("exclude", -2, -2)):
+        ap_at_k(s, [[0]], exclude=[-2])
+
+
+def test_index_tensor_accepts_array_likes():
+    """Anything numpy turns into an integer array is accepted (here: an __array__ object)."""
+
+    class ArrayLike:
+        def __array__(self, dtype=None, copy=None):
+            return np.array([2, 0])
+
+    assert index_tensor(ArrayLike(), "target", 1).tolist() == [2, 0]
+    # the same for the excluded items, one per query: item 2 for query 0, item 0 for query 1
+    s = f64([0.5, 0.6, 0.7], [0.9, 0.6, 0.7])
+    assert target_ranks(s, [1, 2]).tolist() == [2, 2]
+    assert target_ranks(s, [1, 2], exclude=ArrayLike()).tolist() == [1, 1]
+    assert index_tensor([np.array(1), np.array(2)], "target", 1).tolist() == [1, 2]
+
+
+def test_index_tensor_returns_int64_whatever_the_integer_dtype():
+    """Indices of any integer dtype become int64; a bfloat16 tensor is refused by its dtype."""
+    for dtype in (np.int8, np.int32, np.uint8):
+        assert index_tensor(np.array([1, 2], dtype=dtype), "target", 1).dtype == torch.int64
+    # a bfloat16 tensor is rejected by its dtype (numpy cannot even hold bfloat16)
+    msg = r"target must hold integer gallery indices, got dtype torch\.bfloat16"
+    with pytest.raises(ZsbenchError, match=msg):
+        index_tensor(torch.tensor([1.0], dtype=torch.bfloat16), "target", 1)
+    msg = r"exclude must hold integer gallery indices, got dtype torch\.bfloat16"
+    with pytest.raises(ZsbenchError, match=msg):
+        target_ranks(f64([0.9, 0.8]), [0], exclude=torch.tensor([1.0], dtype=torch.bfloat16))
+
+
+_S1 = f64([0.9, 0.8, 0.7])  # one query, G = 3
+_S2 = f64([0.9, 0.8, 0.7], [0.7, 0.8, 0.9])  # two queries, G = 3
+_T0, _NONE = torch.tensor([0]), torch.tensor([-1])
+
+# each input error of zsbench.metrics.cir: (call, the fragment its message must hold: the
+# argument, the bad value and the fix)
+_CIR_ERRORS = {
+    "cir-float-index": (
+        lambda: target_ranks(_S1, [1.0]),
+        r"target must hold integer gallery indices, got dtype torch\.float64",
+    ),
+    "cir-bool-index": (
+        lambda: ap_at_k(_S1, [[True]]),
+        r"gt must hold integer gallery indices, got dtype torch\.bool",
+    ),
+    "cir-index-ndim": (
+        lambda: target_ranks(_S1, [[0]]),
+        r"target must have 1 dimension\(s\), got shape \(1, 1\)",
+    ),
+    "cir-scores-ndim": (
+        lambda: target_ranks(np.zeros(3), [0]),
+        r"scores must be \[queries, gallery\], got shape \(3,\)",
+    ),
+    "cir-range-high": (
+        lambda: target_ranks(_S1, [3]),
+        r"target holds gallery indices outside \[-1, 2\] \(min 3, max 3\)",
+    ),
+    "cir-range-gt": (
+        lambda: ap_at_k(_S1, [[3]]),
+        r"gt holds gallery indices outside \[-1, 2\] \(min 3, max 3\)",
+    ),
+    "cir-range-low": (
+        lambda: subset_ranks(_S1, [0], [[0, -2]]),
+        r"members holds gallery indices outside \[-1, 2\] \(min -2, max 0\)",
+    ),
+    "cir-nan": (
+        lambda: target_ranks(f64([0.1, math.nan]), [0]),
+        r"^scores contain NaN or inf; fix the features",
+    ),
+    "cir-target-negative": (
+        lambda: target_ranks(_S1, [-1]),
+        r"target must give one gallery index >= 0 per query \(1\)",
+    ),
+    "cir-target-count": (
+        lambda: target_ranks(_S1, [0, 1]),
+        r"target must give one gallery index >= 0 per query \(1\)",
+    ),
+    "cir-target-excluded": (
+        lambda: target_ranks(_S2, [0, 1], exclude=[2, 1]),
+        r"query 1: its target is also excluded from the gallery",
+    ),
+    "cir-not-member": (
+        lambda: subset_ranks(_S2, [0, 2], [[0, 1], [0, 1]]),
+        r"query 1: the target is not among its image-set members",
+    ),
+    "cir-target-is-reference": (
+        lambda: subset_ranks(_S1, [1], [[0, 1]], [1]),
+        r"query 0: the target is not among its image-set members",
+    ),
+    "cir-gt-rows": (
+        lambda: ap_at_k(_S1, [[0], [1]]),
+        r"gt must have one row per query \(1\), got 2",
+    ),
+    "cir-no-gt": (
+        lambda: ap_at_k(_S2, [[0], [-1]]),
+        r"query 1 has no ground truth; CIRCO's AP@k needs at least one",
+    ),
+    "cir-gt-excluded": (
+        lambda: ap_at_k(_S1, [[0, 1]], exclude=[1]),
+        r"^a ground truth is also excluded from the gallery",
+    ),
+    "cir-fiq-mean-empty": (
+        lambda: fashioniq_mean({}),
+        r"^fashioniq_mean needs at least one category",
+    ),
+    "cir-fiq-mean-keys": (
+        lambda: fashioniq_mean({"dress": {"R@10": 0.1, "R@50": 0.2}, "shirt": {"R@10": 0.1}}),
+        r"category 'shirt' has metrics \['R@10'\], expected \['R@10', 'R@50'\]",
+    ),
+    "cir-protocol": (
+        lambda: CIRLabels("cir", _T0, _NONE),
+        r"unknown CIR protocol 'cir'; one of \('fashioniq', 'cirr', 'circo'\)",
+    ),
+    "cir-cirr-members": (
+        lambda: CIRLabels("cirr", _T0, _NONE),
+        r"^the cirr protocol needs members \(each query's img_set\)",
+    ),
+    "cir-circo-gt": (
+        lambda: CIRLabels("circo", _T0, _NONE, members=torch.tensor([[0]])),
+        r"^the circo protocol needs gt \(each query's ground truths\)",
+    ),
+    "cir-rows": (
+        lambda: cir_metrics(_S2, CIRLabels("fashioniq", _T0, _NONE)),
+        r"scores have 2 rows but there are 1 queries",
+    ),
+    "cir-caption-shapes": (
+        lambda: combine_caption_orders(torch.zeros(2, 3), torch.zeros(2, 4)),
+        r"caption orders need features of one shape, got \(2, 3\) and \(2, 4\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CIR_ERRORS))
+def test_each_cir_input_error_names_the_problem(case):
+    """Each input error of zsbench.metrics.cir is a ZsbenchError naming the argument and value."""
+    fn, msg = _CIR_ERRORS[case]
+    kind = ZsbenchError
+    with pytest.raises(kind, match=msg) as info:
+        fn()
+    assert type(info.value) is kind

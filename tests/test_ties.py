@@ -5,17 +5,24 @@ The references below are written from the official code (argsort of the scores, 
 paper's formula over the ranked relevance list), vectorised over queries; a random order
 inside tie groups is a random permutation of the gallery before a stable argsort. Without
 ties every spec must equal its reference exactly, under every tie rule.
+
+The tie-order sampler (zsbench.metrics.tie_sampling) is checked at the end: its draws, the
+sampled VOC AP against an exact enumeration of every tie order, and when sampling stops.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from test_metrics import f64
 
 from zsbench.chance import expected_random_ap
 from zsbench.evaluation import evaluate_sbir, similarity_matrix, tie_warning
 from zsbench.metrics import METRIC_SPECS, get_spec, rank_stats, ranking
+from zsbench.metrics.tie_sampling import MIN_SAMPLES, TieOrderSampler, expected_voc_ap
 
 PAPER_SPECS = ["sake", "voc", "drcpl", "zse-sbir", "sem-pcyc", "yelamarthi"]
 N_PERMUTATIONS = 200
@@ -183,6 +190,65 @@ def test_sampled_standard_error_is_below_target_and_reported():
     assert again["metrics"] == res["metrics"]  # a fixed generator: reproducible
 
 
+def test_expected_precision_sum_of_one_tie_group_is_random_ranking_ap():
+    """All items tied: the expected AP under random order is the chance formula."""
+    for r, n in ((1, 5), (3, 10), (40, 333)):
+        st = rank_stats(torch.zeros(1, r, dtype=torch.float64), torch.zeros(1, n - r))
+        got = float(ranking.precision_sum(st, None, "expected")[0]) / r
+        assert got == pytest.approx(expected_random_ap(r, n), abs=1e-12)
+
+
+def test_tie_fraction_by_hand_and_warning():
+    # scores [3, 2, 2, 2, 1, 1], relevance [0, 1, 0, 1, 1, 0]: the 2-group (p, n, p) and the
+    # 1-group (p, n) mix relevance: 5 of 6 scores tie a score of the other relevance
+    gallery = np.array([3.0, 2, 2, 2, 1, 1])[:, None]
+    labels = np.array([1, 0, 1, 0, 0, 1])
+    res = evaluate_sbir(np.ones((1, 1)), [0], gallery, labels, similarity="dot")
+    assert res["tie_fraction"] == pytest.approx(5 / 6)
+    assert "83.3%" in tie_warning(res["tie_fraction"], "expected")
+    assert "bound" in tie_warning(0.5, "pessimistic")
+    assert tie_warning(0.01, "expected") is None
+
+
+def test_spec_records_its_tie_rule_and_rejects_unknown_ones():
+    from zsbench.errors import ZsbenchError
+
+    assert get_spec("sake").to_dict()["ties"] == "expected"
+    d = get_spec("sake", "optimistic").to_dict()
+    assert d["ties"] == "optimistic" and "relevant items ranked first" in d["ties_definition"]
+    with pytest.raises(ZsbenchError, match="Did you mean: pessimistic"):
+        get_spec("sake", "pesimistic")
+
+
+# ------------------------------------------------- the tie-order sampler and the sampled VOC AP
+
+
+def test_tie_sampler_needs_the_negative_scores():
+    """TieOrderSampler on stats without kept scores: ValueError naming keep_scores."""
+    msg = r"^tie sampling needs .*keep_scores=True"
+    with pytest.raises(ValueError, match=msg):
+        TieOrderSampler(rank_stats(f64([1.0]), f64([1.0])))
+
+
+def test_tie_sampler_draws_untied_stats_with_the_fixed_negatives_added():
+    """A draw: positive 2 tied with negative 2, negatives 3 and 4 always above: 2 fixed
+    negatives above, plus the tied one in half of the draws; no ties inside a draw."""
+    st = rank_stats(f64([2.0]), f64([2.0, 3.0, 4.0, 0.0]), keep_scores=True)
+    sampler = TieOrderSampler(st, torch.Generator().manual_seed(0))
+    above = []
+    for _ in range(64):
+        drawn = sampler.sample()
+        assert torch.equal(drawn.neg_gt, drawn.neg_ge) and drawn.n_neg == 4
+        above.append(float(drawn.neg_ge[0, 0]))
+    assert set(above) == {2.0, 3.0}
+    # 30 positives tied with a negative: every draw orders them strictly (random keys of
+    # ~56 bits; a handful of bits would repeat keys, i.e. leave ties, in most draws)
+    st = rank_stats(torch.zeros(1, 30, dtype=torch.float64), f64([0.0]), keep_scores=True)
+    sampler = TieOrderSampler(st, torch.Generator().manual_seed(0))
+    for _ in range(20):
+        assert torch.equal(sampler.sample().group_pos(), torch.ones(1, 30, dtype=torch.float64))
+
+
 def test_stacked_tie_draws_equal_one_draw_per_call(monkeypatch):
     """Draws ranked together in one call (tie_sampling.STACK_ELEMENTS) give bit-identical
     estimates to one draw per call: same random numbers, sums in the same order."""
@@ -217,31 +283,86 @@ def test_stacked_tie_draws_equal_one_draw_per_call(monkeypatch):
             assert torch.equal(stacked[k][1], other[k][1])
 
 
-def test_expected_precision_sum_of_one_tie_group_is_random_ranking_ap():
-    """All items tied: the expected AP under random order is the chance formula."""
-    for r, n in ((1, 5), (3, 10), (40, 333)):
-        st = rank_stats(torch.zeros(1, r, dtype=torch.float64), torch.zeros(1, n - r))
-        got = float(ranking.precision_sum(st, None, "expected")[0]) / r
-        assert got == pytest.approx(expected_random_ap(r, n), abs=1e-12)
+def _voc_ap_by_hand(relevant_in_rank_order: list[bool]) -> float:
+    """SAKE's VOCap over the whole ranking: the precision at each hit, replaced by the largest
+    precision at or after it, averaged over the R hits."""
+    prec, hits = [], 0
+    for rank, rel in enumerate(relevant_in_rank_order, 1):
+        if rel:
+            hits += 1
+            prec.append(hits / rank)
+    return sum(max(prec[i:]) for i in range(len(prec))) / len(prec)
 
 
-def test_tie_fraction_by_hand_and_warning():
-    # scores [3, 2, 2, 2, 1, 1], relevance [0, 1, 0, 1, 1, 0]: the 2-group (p, n, p) and the
-    # 1-group (p, n) mix relevance: 5 of 6 scores tie a score of the other relevance
-    gallery = np.array([3.0, 2, 2, 2, 1, 1])[:, None]
-    labels = np.array([1, 0, 1, 0, 0, 1])
-    res = evaluate_sbir(np.ones((1, 1)), [0], gallery, labels, similarity="dot")
-    assert res["tie_fraction"] == pytest.approx(5 / 6)
-    assert "83.3%" in tie_warning(res["tie_fraction"], "expected")
-    assert "bound" in tie_warning(0.5, "pessimistic")
-    assert tie_warning(0.01, "expected") is None
+def _expected_by_enumeration(groups: list[tuple[int, int]]) -> float:
+    """Exact mean of VOC AP over every order inside the tie groups, listed from the top as
+    (positives, negatives); each order of a group's items is equally likely."""
+    import itertools
+
+    orders = []
+    for n_pos, n_neg in groups:
+        slots = range(n_pos + n_neg)
+        orders.append(
+            [[i in chosen for i in slots] for chosen in itertools.combinations(slots, n_pos)]
+        )
+    values = [_voc_ap_by_hand(sum(combo, [])) for combo in itertools.product(*orders)]
+    return sum(values) / len(values)
 
 
-def test_spec_records_its_tie_rule_and_rejects_unknown_ones():
-    from zsbench.errors import ZsbenchError
+@pytest.mark.parametrize(
+    "groups",
+    [
+        [(2, 40)],  # one big tie group: 861 equally likely position pairs
+        [(1, 1)] * 4,  # four score levels, each a positive tied with a negative: 16 orders
+    ],
+    ids=["one-group-of-42", "four-tied-pairs"],
+)
+def test_expected_voc_ap_equals_the_mean_over_every_tie_order(groups):
+    """The sampled expectation lands within 4 standard errors of the exact enumeration (the
+    random keys must stay distinct and inside int64 for every group shape)."""
+    pos, neg = [], []
+    for level, (n_pos, n_neg) in enumerate(reversed(groups)):
+        pos += [float(level)] * n_pos
+        neg += [float(level)] * n_neg
+    st = rank_stats(f64(pos), f64(neg), keep_scores=True)
+    got = expected_voc_ap(st, [None], 1e-7, torch.Generator().manual_seed(0), 64, 4096)
+    value, var = (float(x[0]) for x in got[None])
+    want = _expected_by_enumeration(groups)
+    assert abs(value - want) <= 4 * math.sqrt(var) + 1e-9, (value, want, math.sqrt(var))
 
-    assert get_spec("sake").to_dict()["ties"] == "expected"
-    d = get_spec("sake", "optimistic").to_dict()
-    assert d["ties"] == "optimistic" and "relevant items ranked first" in d["ties_definition"]
-    with pytest.raises(ZsbenchError, match="Did you mean: pessimistic"):
-        get_spec("sake", "pesimistic")
+
+def test_expected_voc_ap_estimate_is_control_plus_mean_difference():
+    """One batch of 16 draws: value = exact control + mean(d), variance = var(d, ddof=1) / 16."""
+    # positives 3, 1; negatives 3, 3: the first positive is at rank 1, 2 or 3 (probability 1/3
+    # each), the second at rank 4 (precision 2/4). VOC envelope of the first: 1, 1/2, 1/2;
+    # its plain precision 1, 1/2, 1/3: d = voc - control = 0, 0 or (1/2 - 1/3) / 2 = 1/12.
+    st = rank_stats(f64([3.0, 1.0]), f64([3.0, 3.0]), keep_scores=True)
+    got = expected_voc_ap(st, [None], 0.0, torch.Generator().manual_seed(5), 16, 16)
+    value, var = (float(x[0]) for x in got[None])
+    # the same 16 draws
+    sampler = TieOrderSampler(st, torch.Generator().manual_seed(5))
+    d = []
+    for _ in range(16):
+        drawn = sampler.sample()
+        d.append(float(ranking.voc_ap(drawn, None, "pessimistic")[0]))
+        d[-1] -= float(ranking.voc_control(drawn, None, "pessimistic")[0])
+    assert set(np.round(d, 12)) <= {0.0, round(1 / 12, 12)} and 0 < sum(d) < 16 / 12
+    # E[control] = ((1 + 1/2 + 1/3) / 3 + 1/2) / 2
+    control = ((1 + 1 / 2 + 1 / 3) / 3 + 1 / 2) / 2
+    assert value == pytest.approx(control + np.mean(d), abs=1e-12)
+    assert var == pytest.approx(np.var(d, ddof=1) / 16, abs=1e-15)
+
+
+def test_an_estimate_without_variance_stops_at_the_minimum_draws(monkeypatch):
+    """A budget of 0 is met by an estimate whose variance is 0: with one positive the VOC AP
+    equals its non-interpolated control in every draw, so sampling stops after min_samples
+    instead of running to max_samples."""
+    drawn = []
+    sample = TieOrderSampler.sample
+    monkeypatch.setattr(
+        TieOrderSampler, "sample", lambda self, draws=1: drawn.append(draws) or sample(self, draws)
+    )
+    st = rank_stats(torch.tensor([[1.0]]), torch.tensor([[1.0, 0.0]]), keep_scores=True)
+    (value, var) = expected_voc_ap(st, [None], 0.0, torch.Generator().manual_seed(0))[None]
+    assert sum(drawn) == MIN_SAMPLES and float(var[0]) == 0.0
+    assert float(value[0]) == pytest.approx((1 + 1 / 2) / 2)  # rank 1 or 2, equally likely
