@@ -112,11 +112,6 @@ def main() -> int:
         idx = np.array([i for i in part_indices if dm.items[i].domain == domain])
         return model.embed(dm.subset_dataloader(idx), side)
 
-    def sketch_features(part_indices):
-        # the input sketches as the photos are embedded (raw backbone features)
-        idx = np.array([i for i in part_indices if dm.items[i].domain == SKETCH])
-        return model.embed(dm.subset_dataloader(idx), "gallery")[0]
-
     train_photos, _ = embed(dm.partitions["train"], PHOTO, "gallery")
     train_mean = train_photos.mean(0)
     rows = []
@@ -128,7 +123,8 @@ def main() -> int:
             continue
         gen, gl = embed(part_q, SKETCH, "query")
         photos, pl = embed(part_g, PHOTO, "gallery")
-        rows.append(describe(name, gen, gl, sketch_features(part_q), photos, pl, train_mean))
+        sketches = embed(part_q, SKETCH, "gallery")[0]  # the input sketches, as photos are embedded
+        rows.append(describe(name, gen, gl, sketches, photos, pl, train_mean))
 
     print(f"{args.method} on {args.dataset}, seed {args.seed} ({plan.path})")
     width = max(len(k) for k in rows[0])

@@ -15,27 +15,8 @@ from zsbench.errors import ZsbenchError
 class RealCIRDataModule(CIRDataModule):
     """A real CIR dataset under `root` (or $ZSBENCH_DATA: DIR, DIR/<name> or DIR/cir/<name>)."""
 
-    def __init__(
-        self,
-        root: str | None = None,
-        split: str = "val",
-        image_root: str | None = None,
-        image_size: int = 224,
-        train_images: str | None = None,
-        train_captions: str | None = None,
-        train_triplets: str | None = None,
-        max_train_items: int | None = None,
-        skip_bad: bool = False,
-    ) -> None:
-        super().__init__(
-            split=split,
-            image_size=image_size,
-            train_images=train_images,
-            train_captions=train_captions,
-            train_triplets=train_triplets,
-            max_train_items=max_train_items,
-            skip_bad=skip_bad,
-        )
+    def __init__(self, root: str | None = None, image_root: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)  # split, image_size, the training files, skip_bad
         self.root = root
         self.image_root = image_root
 

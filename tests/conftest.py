@@ -46,6 +46,16 @@ def tiny() -> list[str]:
     return list(TINY)
 
 
+def load_script(path: Path, name: str):
+    """The module of a script outside the package (docs/method_pages.py, tests/mutate.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def one_result(root: Path, method: str, seed: int = 0) -> Path:
     """The one result file of `method` under `root`, whatever its variant (runs with
     overrides sit in `<method>/<variant>/`, see zsbench.identity)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_metrics import f64
+from test_metrics import f64, raises_exactly
 
 from zsbench.errors import ZsbenchError
 from zsbench.metrics.cir import (
@@ -556,7 +556,4 @@ _CIR_ERRORS = {
 def test_each_cir_input_error_names_the_problem(case):
     """Each input error of zsbench.metrics.cir is a ZsbenchError naming the argument and value."""
     fn, msg = _CIR_ERRORS[case]
-    kind = ZsbenchError
-    with pytest.raises(kind, match=msg) as info:
-        fn()
-    assert type(info.value) is kind
+    raises_exactly(ZsbenchError, fn, msg)

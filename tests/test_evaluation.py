@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_metrics import recording_spec
+from test_metrics import raises_exactly, recording_spec
 
 import zsbench.evaluation as evaluation
 from zsbench.errors import ZsbenchError
@@ -677,10 +677,7 @@ _SBIR_ERRORS = {
 def test_each_evaluate_sbir_input_error_names_the_problem(case):
     """Each input error of evaluate_sbir is a ZsbenchError naming the argument, value and fix."""
     fn, msg = _SBIR_ERRORS[case]
-    kind = ZsbenchError
-    with pytest.raises(kind, match=msg) as info:
-        fn()
-    assert type(info.value) is kind
+    raises_exactly(ZsbenchError, fn, msg)
 
 
 # --------------------------------------------------------------- chunks and the sampling budget

@@ -4,11 +4,11 @@ one rendered from configs/recipes/<method>.yaml, each deviation list is the meth
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from zsbench.recipes import docs_page, recipe_files, render_table
 from zsbench.registry import METHODS
@@ -18,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def pages():
-    spec = importlib.util.spec_from_file_location("method_pages", ROOT / "docs" / "method_pages.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "docs" / "method_pages.py", "method_pages")
 
 
 def test_the_pages_are_up_to_date(pages):

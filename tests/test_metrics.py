@@ -897,7 +897,11 @@ _METRIC_ERRORS = {
 def test_each_metric_input_error_names_the_problem(case):
     """Each input error of zsbench.metrics raises its type, naming the argument, value and fix."""
     fn, msg = _METRIC_ERRORS[case]
-    kind = ValueError if case.startswith(("rank-", "spec-")) else ZsbenchError
+    raises_exactly(ValueError if case.startswith(("rank-", "spec-")) else ZsbenchError, fn, msg)
+
+
+def raises_exactly(kind: type, fn, msg: str) -> None:
+    """`fn()` raises `kind` itself (not a subclass) with a message matching `msg`."""
     with pytest.raises(kind, match=msg) as info:
         fn()
     assert type(info.value) is kind
