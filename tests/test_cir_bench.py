@@ -246,6 +246,18 @@ def test_cir_chance_matches_random_rankings():
     assert c["R@1"] == pytest.approx(0.1) and c["R_subset@2"] == pytest.approx(0.4)
 
 
+def test_sbir_eval_options_on_a_cir_run_are_errors_before_any_data_is_read(tmp_path):
+    from zsbench.runner import plan_run
+
+    for option, fragment in (
+        ("eval.spec=sake", "eval.spec='sake' is an SBIR spec"),
+        ("eval.also_specs=[sake]", "eval.also_specs is for SBIR runs"),
+    ):
+        with pytest.raises(ZsbenchError, match=fragment):
+            plan_run("pic2word", "synthetic-cir", 0, [*TINY_CIR, option], tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_pic2word_fast_dev_run_through_the_cli(tmp_path):
     args = cir_bench_args(tmp_path, TINY_CIR, "pic2word", "--set", "trainer.fast_dev_run=true")
     assert main(args) == 0
@@ -261,6 +273,7 @@ def test_pic2word_run_writes_cir_result_extras_and_leaderboard_row(tmp_path):
     assert rec["status"] == "ok" and rec["spec"]["name"] == "circo"
     assert rec["spec"]["ties"] == "expected" and rec["spec"]["version"]  # eval.ties, recorded
     m = rec["metrics"]
+    assert list(rec["spec"]["metrics"]) == list(m) and rec["n_queries_without_positive"] == 0
     assert set(m) == {f"mAP@{k}" for k in (5, 10, 25, 50)} | {f"R@{k}" for k in (5, 10, 25, 50)}
     assert m["R@50"] >= m["R@25"] >= m["R@10"] >= m["R@5"]
     assert rec["n_queries"] == rec["split_manifest"]["counts"]["query"] > 0

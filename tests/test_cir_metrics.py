@@ -272,6 +272,114 @@ def test_cir_metrics_dispatch_and_fashioniq_mean():
         CIRLabels("cirrr", t, t)
 
 
+# ----------------------------------------------------------------------------- the CIR specs
+
+
+def _labels_of_every_protocol(n_q: int = 12, n_g: int = 20):
+    rng = np.random.default_rng(5)
+    t = torch.as_tensor(rng.permutation(n_g)[:n_q])
+    ref = torch.as_tensor([(int(x) + 1) % n_g for x in t])
+    members = torch.stack([t, ref, (t + 2) % n_g, (t + 3) % n_g], 1)
+    gt = torch.stack([t, (t + 5) % n_g, torch.full_like(t, -1)], 1)
+    return torch.as_tensor(rng.standard_normal((n_q, n_g))), {
+        "fashioniq": CIRLabels("fashioniq", t, torch.full_like(t, -1)),
+        "cirr": CIRLabels("cirr", t, ref, members=members),
+        "circo": CIRLabels("circo", t, torch.full_like(t, -1), gt=gt),
+    }
+
+
+def test_every_protocol_has_a_spec_whose_keys_are_the_metrics_it_reports():
+    from zsbench import get_cir_spec
+    from zsbench.metrics.cir import PROTOCOLS
+    from zsbench.metrics.cir_specs import CIR_SPECS
+    from zsbench.metrics.specs import get_spec
+
+    assert set(CIR_SPECS) == set(PROTOCOLS)
+    scores, labels = _labels_of_every_protocol()
+    sbir_keys = set(get_spec("default").to_dict())
+    for protocol, lab in labels.items():
+        spec = get_cir_spec(protocol)
+        assert spec.keys == list(cir_metrics(scores, lab)), protocol
+        d = spec.to_dict()
+        assert sbir_keys <= set(d) and d["name"] == protocol and d["ties"] == "expected"
+        assert list(d["metrics"]) == spec.keys
+        assert all(v["definition"] for v in d["metrics"].values())
+        assert get_cir_spec(protocol, "pessimistic").to_dict()["ties"] == "pessimistic"
+    with pytest.raises(ZsbenchError, match=r"Unknown CIR protocol 'cir'.*Known: circo, cirr"):
+        get_cir_spec("cir")
+    with pytest.raises(ValueError, match="unknown tie rule 'random'"):
+        get_cir_spec("cirr", "random")
+
+
+_RANK = (
+    "rank = 1-based position in the gallery sorted by descending score, ties by the spec's rule; "
+)
+
+
+def test_cir_spec_definitions_word_for_word():
+    """What every CIR result records as its metrics' definitions (one key of each family; the
+    others differ only by k)."""
+    from zsbench.metrics.cir_specs import CIR_SPECS
+
+    def recall(k, where):
+        return f"{_RANK}fraction of queries whose target has rank <= {k} {where}."
+
+    expected = {
+        ("fashioniq", "R@50"): recall(50, "in the category's gallery, reference kept"),
+        ("cirr", "R@10"): recall(10, "in the gallery without the query's reference"),
+        ("cirr", "R_subset@2"): recall(2, "among the query's img_set members, reference removed"),
+        ("cirr", "Avg"): "(R@5 + R_subset@1) / 2, the number most CIRR tables print.",
+        ("circo", "R@25"): recall(25, "in the gallery (the main target only)"),
+        ("circo", "mAP@10"): (
+            f"{_RANK}mean over queries of AP@10 = sum of j / r_j over the ground truths with "
+            "rank r_j <= 10 (the j-th in descending score), divided by min(#gt, 10); "
+            "reference kept."
+        ),
+    }
+    for (protocol, key), text in expected.items():
+        metrics = CIR_SPECS[protocol].to_dict()["metrics"]
+        assert metrics[key] == {"definition": text}
+        family = key.split("@")[0]
+        for other, d in metrics.items():
+            if other.split("@")[0] == family and "@" in key:
+                k_new, k_old = other.split("@")[1], key.split("@")[1]
+                assert d["definition"] == text.replace(k_old, k_new), other
+    heads = {n: (s.description, s.source, s.notes) for n, s in CIR_SPECS.items()}
+    assert heads == {
+        "fashioniq": (
+            "FashionIQ validation: R@10 and R@50 per category and their mean.",
+            "FashionIQ (Wu et al., CVPR 2021); SEARLE's and LinCIR's validate.py",
+            (
+                "Reported per category as '<category>/R@k' and as 'mean/R@k', the unweighted "
+                "mean over the categories (SEARLE's average_fiq_recall_at10), not over queries.",
+            ),
+        ),
+        "cirr": (
+            "CIRR: R@1/5/10/50 without the reference, R_subset@1/2/3 and Avg.",
+            "CIRR (Liu et al., ICCV 2021) and its test server; SEARLE's validate.py",
+            (),
+        ),
+        "circo": (
+            "CIRCO: mAP@5/10/25/50 over every ground truth, R@k on the main target.",
+            "CIRCO (Baldrati et al., ICCV 2023), src/evaluation.py and its test server",
+            (),
+        ),
+    }
+    d = CIR_SPECS["cirr"].with_ties("optimistic").to_dict()
+    assert d["definition"] == "zsbench.metrics.cir (docs/cir.md)" and d["version"]
+    assert d["ties_definition"].startswith("Ties: relevant items ranked first")
+    assert CIR_SPECS["cirr"].with_ties(None) is CIR_SPECS["cirr"]
+
+
+def test_queries_without_anything_relevant_are_counted():
+    _, labels = _labels_of_every_protocol()
+    assert [lab.n_without_positive for lab in labels.values()] == [0, 0, 0]
+    t = torch.tensor([3, -1, -1])
+    assert CIRLabels("fashioniq", t, torch.full_like(t, -1)).n_without_positive == 2
+    gt = torch.tensor([[1, -1], [-1, -1], [2, 4]])
+    assert CIRLabels("circo", gt[:, 0], torch.full((3,), -1), gt=gt).n_without_positive == 1
+
+
 # ----------------------------------------------------------------- chunk sizes and score dtypes
 
 

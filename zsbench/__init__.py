@@ -15,6 +15,7 @@ _EXPORTS = {
     "get_spec": "zsbench.metrics",
     "METRIC_SPECS": "zsbench.metrics",
     "CIRLabels": "zsbench.metrics.cir",
+    "get_cir_spec": "zsbench.metrics.cir_specs",
     "SBIRRetrieval": "zsbench.metrics.retrieval_metric",
     "CIRRetrieval": "zsbench.metrics.retrieval_metric",
 }

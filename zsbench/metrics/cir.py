@@ -432,6 +432,14 @@ class CIRLabels:
     def __len__(self) -> int:
         return len(self.target)
 
+    @property
+    def n_without_positive(self) -> int:
+        """Queries with nothing relevant in the gallery (no target; CIRCO: no ground truth).
+        The metrics refuse them, so a scored split has 0: recorded like SBIR's count."""
+        if self.protocol == "circo":
+            return int(((self.gt >= 0).sum(1) == 0).sum())
+        return int((self.target < 0).sum())
+
 
 def cir_metrics(
     scores, labels: CIRLabels, *, chunk_size: int = DEFAULT_CHUNK, ties: str = "expected"

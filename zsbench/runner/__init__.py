@@ -118,6 +118,11 @@ def plan_run(
         raise ZsbenchError(
             "eval.also_specs is for SBIR runs; a CIR dataset has one metric protocol."
         )
+    if meta.task != "sbir" and cfg["eval"]["spec"] != "default":
+        raise ZsbenchError(
+            f"eval.spec={cfg['eval']['spec']!r} is an SBIR spec; a CIR run is scored with its "
+            "dataset's protocol (zsbench.metrics.cir_specs): leave eval.spec out."
+        )
     if cfg["eval"].get("untrained") and not meta.trains:
         raise ZsbenchError(
             f"{method} does not train: eval.untrained is for methods that train (its result is "

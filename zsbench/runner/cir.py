@@ -11,7 +11,7 @@ import torch
 from zsbench.chance import cir_chance
 from zsbench.errors import ZsbenchError
 from zsbench.extras import cir_examples
-from zsbench.metrics_version import METRICS_VERSION
+from zsbench.metrics.cir_specs import get_cir_spec
 from zsbench.runner.common import (
     RunPlan,
     Scored,
@@ -98,7 +98,7 @@ def score_cir(plan: RunPlan, run: TrainedRun, seed: int, t_start: float) -> Scor
     model, device, timings = run.model, run.device, run.timings
     model.to(device)
     per_group, chance, extras = {}, {}, []
-    n_q = n_g = 0
+    n_q = n_g = n_without = 0
     timings["encode_s"] = timings["rank_s"] = 0.0
     for group in dm.groups:
         t0 = time.perf_counter()
@@ -106,6 +106,7 @@ def score_cir(plan: RunPlan, run: TrainedRun, seed: int, t_start: float) -> Scor
         timings["encode_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         labels = dm.labels(group)
+        n_without += labels.n_without_positive
         q, g = q.to(device), g.to(device)
         per_group[group.name or "all"] = evaluate_cir(
             q,
@@ -130,15 +131,10 @@ def score_cir(plan: RunPlan, run: TrainedRun, seed: int, t_start: float) -> Scor
 
     ev = {
         "metrics": metrics,
-        "spec": {
-            "name": dm.protocol,
-            "definition": "zsbench.metrics.cir (docs/cir.md)",
-            "ties": cfg["eval"]["ties"],  # the order inside tie groups, as eval.ties for SBIR
-            "version": METRICS_VERSION,
-        },
+        "spec": get_cir_spec(dm.protocol, cfg["eval"]["ties"]).to_dict(),
         "n_queries": n_q,
         "n_gallery": n_g,
-        "n_queries_without_positive": 0,
+        "n_queries_without_positive": n_without,
     }
     fields = {"per_class": None, "per_group": per_group, "side_information": None, "leakage": None}
     return Scored(ev=ev, chance=chance, fields=fields, extras={"examples": extras})
