@@ -3,8 +3,12 @@
 A method implements `encode_query(batch)` and `encode_gallery(batch)` (and, if it trains,
 `training_step` / `configure_optimizers`). Hyperparameters are its `__init__` arguments with
 the paper's defaults; arguments named in `zsbench.config.DATA_PROVIDED` are filled in by the
-runner from the datamodule. The base class owns embedding collection and its checks; metrics
-are computed only by `zsbench.evaluation`, never by a method.
+runner from the datamodule. The base class owns embedding (`predict_step` embeds one batch,
+`embed` runs `Trainer.predict` over a loader: zsbench.embedding) and its checks; metrics are
+computed only by `zsbench.evaluation`, never by a method. The family bases declare what their
+methods share once: SBIRMethod (seen-class validation), ImageMethod (fine-tuned backbones,
+frozen modules, optimizer groups), FeatureMethod and FeatureSpaceMethod (cached features,
+side information, pairing).
 
 ZS-CIR methods subclass `CIRMethod`: queries are (reference image, modification text), the
 gallery is images, a frozen CLIP is loaded by `setup_clip`, and `train_on` names the training
@@ -20,7 +24,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from zsbench.errors import ZsbenchError
 
@@ -103,25 +107,52 @@ class RetrievalMethod(L.LightningModule):
     def encode_gallery(self, batch: dict) -> Tensor:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def embed(self, loader, side: str) -> tuple[Tensor, Tensor]:
-        """Embeddings and labels of every batch of `loader`, with `side` 'query' or 'gallery'."""
-        encode = self.encode_query if side == "query" else self.encode_gallery
-        was_training = self.training
-        self.eval()
-        embs, labels = [], []
-        for batch in loader:
-            batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-            z = encode(batch)
-            if z.ndim != 2 or z.shape[0] != len(batch["label"]):
-                raise ZsbenchError(
-                    f"{type(self).__name__}.encode_{side} returned shape {tuple(z.shape)}; "
-                    f"expected [batch={len(batch['label'])}, dim]."
-                )
-            embs.append(z.float().cpu())
-            labels.append(batch["label"].cpu())
-        self.train(was_training)
-        return torch.cat(embs), torch.cat(labels)
+    # the side that `predict_step` embeds, set by zsbench.embedding for one Trainer.predict
+    predict_side: str | None = None
+
+    def embed_batch(self, batch: dict, side: str) -> Tensor:
+        """The embeddings [B, D] of one batch on `side` ('query' or 'gallery'), checked."""
+        z = self.encode_query(batch) if side == "query" else self.encode_gallery(batch)
+        n = len(batch["label"] if "label" in batch else batch["index"])
+        if z.ndim != 2 or z.shape[0] != n:
+            raise ZsbenchError(
+                f"{type(self).__name__}.encode_{side} returned shape {tuple(z.shape)}; "
+                f"expected [batch={n}, dim]."
+            )
+        return z
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """One evaluation batch: its embeddings and labels (what `embed` gathers)."""
+        if self.predict_side is None:
+            raise ZsbenchError(
+                f"{type(self).__name__}.predict_step needs a side: embed through "
+                "method.embed(loader, 'query' | 'gallery') (zsbench.embedding)."
+            )
+        return {
+            "embedding": self.embed_batch(batch, self.predict_side).float(),
+            "label": batch["label"],
+        }
+
+    def embed(self, loader, side: str, trainer_args: dict | None = None) -> tuple[Tensor, Tensor]:
+        """Embeddings and labels of every item of `loader`, in its order ('query' or
+        'gallery'), by `Trainer.predict` (zsbench.embedding: the same path on CPU, GPU and
+        DDP, where every rank gets the whole set)."""
+        from zsbench.embedding import predict_embeddings
+
+        rows = predict_embeddings(self, loader, side, trainer_args)
+        return rows["embedding"], rows["label"]
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules that never train (a frozen CLIP, a teacher): kept in eval mode by `train`."""
+        return []
+
+    def train(self, mode: bool = True):
+        """Train mode for what trains, eval mode for `frozen_modules` whatever is asked (called
+        at every epoch start: on_train_epoch_start)."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
 
     def on_train_epoch_start(self) -> None:
         """Enter the method's training modes through its own `train()` at every epoch (frozen
@@ -195,6 +226,43 @@ class SBIRMethod(RetrievalMethod):
 
     def on_validation_epoch_end(self) -> None:
         self.log_validation_map()
+
+
+class ImageMethod(SBIRMethod):
+    """A method that trains on images through networks of its own (`metadata.inputs ==
+    "images"`: Doodle2Search, RPKD, SketchGCN, DRCPL). The base owns what they share: the
+    backbones it fine-tunes (zsbench.backbones.create_backbone with `trainable_stages`), the
+    training modes (modules in `frozen_modules`, a teacher or a
+    CLIP, stay in eval mode whatever Lightning asks; the BatchNorms of frozen backbone stages
+    keep their pretrained statistics) and the optimizer's head / backbone groups. A subclass
+    lists its `fine_tuned_backbones` (and, as any method, its `frozen_modules`)."""
+
+    def fine_tuned_backbones(self) -> list[nn.Module]:
+        """The backbones whose last stages train (each once, even when shared)."""
+        return []
+
+    def train(self, mode: bool = True):
+        """As RetrievalMethod's, and the BatchNorms of frozen backbone stages in eval mode."""
+        from zsbench.backbones import keep_frozen_batchnorm_in_eval
+
+        super().train(mode)
+        if mode:
+            for net in self.fine_tuned_backbones():
+                keep_frozen_batchnorm_in_eval(net)
+        return self
+
+    def parameter_groups(self, head_lr: float, backbone_lr: float) -> list[dict]:
+        """Optimizer groups: every trainable parameter outside the backbones at `head_lr`, the
+        trainable backbone parameters at `backbone_lr` (left out when none trains)."""
+        seen: dict[int, nn.Parameter] = {}
+        for net in self.fine_tuned_backbones():
+            seen.update((id(p), p) for p in net.parameters())
+        backbone = [p for p in seen.values() if p.requires_grad]
+        heads = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
+        groups = [{"params": heads, "lr": head_lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": backbone_lr})
+        return groups
 
 
 class FeatureMethod(SBIRMethod):
@@ -293,12 +361,10 @@ class CIRMethod(RetrievalMethod):
         self.backbone_info = loaded.info
         self.image_size = loaded.image_size
 
-    def train(self, mode: bool = True):
+    def frozen_modules(self) -> list[nn.Module]:
         """CLIP is frozen: it stays in eval mode whatever is asked."""
-        super().train(mode)
-        if isinstance(getattr(self, "clip", None), torch.nn.Module):
-            self.clip.eval()
-        return self
+        clip = getattr(self, "clip", None)
+        return [clip] if isinstance(clip, nn.Module) else []
 
     def image_features(self, images: Tensor) -> Tensor:
         """CLIP's projected (unnormalised) image features [B, D], resized to its input size."""
@@ -325,36 +391,37 @@ class CIRMethod(RetrievalMethod):
             )
         return rule
 
-    @torch.no_grad()
-    def embed(self, loader, side: str) -> tuple[Tensor, Tensor]:
-        """Embeddings [N, D] and dataset indices [N] of every batch of `loader` ('query' or
-        'gallery'); FashionIQ's second caption order is encoded and combined here."""
+    def embed_batch(self, batch: dict, side: str) -> Tensor:
+        """One batch's embeddings [B, D]; FashionIQ's second caption order is encoded and
+        combined here."""
         from zsbench.metrics.cir import combine_caption_orders
 
-        was_training = self.training
-        self.eval()
-        embs, index = [], []
-        for batch in loader:
-            batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-            if side == "gallery":
-                z = self.encode_gallery(batch)
-            elif "caption_1" in batch and self.fashioniq_captions() == "pic2word-official":
-                # Pic2Word's evaluation (official src/data.py): one order, the second caption
-                # first, the captions as written (not stripped)
-                text = [f"{b} and {a}" for a, b in zip(batch["caption_1"], batch["caption_2"])]
-                z = self.encode_query({**batch, "text": text})
-            else:
-                z = self.encode_query(batch)
-                if "text_reversed" in batch:
-                    z2 = self.encode_query({**batch, "text": batch["text_reversed"]})
-                    z = combine_caption_orders(z.float(), z2.float())
-            n = len(batch["index"])
-            if z.ndim != 2 or z.shape[0] != n:
-                raise ZsbenchError(
-                    f"{type(self).__name__}.encode_{side} returned shape {tuple(z.shape)}; "
-                    f"expected [batch={n}, dim]."
-                )
-            embs.append(z.float().cpu())
-            index.append(batch["index"].cpu())
-        self.train(was_training)
-        return torch.cat(embs), torch.cat(index)
+        if side == "gallery" or "caption_1" not in batch and "text_reversed" not in batch:
+            return super().embed_batch(batch, side)
+        if "caption_1" in batch and self.fashioniq_captions() == "pic2word-official":
+            # Pic2Word's evaluation (official src/data.py): one order, the second caption
+            # first, the captions as written (not stripped)
+            text = [f"{b} and {a}" for a, b in zip(batch["caption_1"], batch["caption_2"])]
+            return super().embed_batch({**batch, "text": text}, side)
+        z = super().embed_batch(batch, side)
+        if "text_reversed" in batch:
+            z2 = super().embed_batch({**batch, "text": batch["text_reversed"]}, side)
+            z = combine_caption_orders(z.float(), z2.float())
+        return z
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """One evaluation batch: its embeddings and dataset indices."""
+        if self.predict_side is None:
+            super().predict_step(batch, batch_idx)  # the error naming how to embed
+        return {
+            "embedding": self.embed_batch(batch, self.predict_side).float(),
+            "index": batch["index"],
+        }
+
+    def embed(self, loader, side: str, trainer_args: dict | None = None) -> tuple[Tensor, Tensor]:
+        """Embeddings [N, D] and dataset indices [N] of every item of `loader` ('query' or
+        'gallery'), by `Trainer.predict` (zsbench.embedding)."""
+        from zsbench.embedding import predict_embeddings
+
+        rows = predict_embeddings(self, loader, side, trainer_args)
+        return rows["embedding"], rows["index"]

@@ -12,7 +12,7 @@ docs/methods/clip-zeroshot.md).
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from zsbench.clip import DEFAULT_CLIP, TINY_CLIP_NOTE, encode_image, fit_image_size, load_clip
 from zsbench.methods.base import MethodMetadata, SBIRMethod
@@ -61,11 +61,8 @@ class ClipZeroshot(SBIRMethod):
         self.backbone_info = loaded.info
         self.image_size = loaded.image_size
 
-    def train(self, mode: bool = True):
-        """CLIP is frozen: it stays in eval mode whatever is asked."""
-        super().train(mode)
-        self.clip.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.clip]  # frozen: it stays in eval mode whatever is asked
 
     def encode_query(self, batch: dict) -> Tensor:
         images = fit_image_size(batch["image"], self.image_size)

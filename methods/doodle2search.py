@@ -41,13 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsbench.backbones import (
-    create_backbone,
-    keep_frozen_batchnorm_in_eval,
-    set_trainable_stages,
-)
+from zsbench.backbones import create_backbone
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, SBIRMethod, stack_class_embeddings
+from zsbench.methods.base import ImageMethod, MethodMetadata, stack_class_embeddings
 
 SKETCH, PHOTO = 0, 1
 
@@ -148,10 +144,8 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         self.normalize = normalize
-        self.backbone, self.info = create_backbone(backbone, weights)
-        set_trainable_stages(self.backbone, trainable_stages)
+        self.backbone, self.info = create_backbone(backbone, weights, trainable_stages)
         with torch.no_grad():  # channels of forward_features (timm's num_features may differ)
-            self.backbone.eval()  # training modes: RetrievalMethod.on_train_epoch_start
             channels = self.backbone.forward_features(torch.zeros(1, 3, 64, 64)).shape[1]
         self.attention = SpatialAttention(channels, attention_hidden) if attention else None
         self.head = embedding_mlp(channels, hidden_dim, embedding_dim, dropout)
@@ -193,7 +187,7 @@ def domain_classifier(embedding_dim: int, hidden: int, dropout: float) -> nn.Seq
 # ---------------------------------------------------------------------------------------------
 
 
-class Doodle2Search(SBIRMethod):
+class Doodle2Search(ImageMethod):
     """Separate sketch/photo encoders with attention; triplet + GRL domain + semantic losses."""
 
     metadata = MethodMetadata(
@@ -349,13 +343,8 @@ class Doodle2Search(SBIRMethod):
         self._best_state: dict[str, Tensor] | None = None
         self._bad_epochs = 0
 
-    def train(self, mode: bool = True):
-        """Frozen backbone stages keep their ImageNet BatchNorm statistics (eval mode)."""
-        super().train(mode)
-        if mode:
-            for net in (self.sketch_net, self.photo_net):
-                keep_frozen_batchnorm_in_eval(net.backbone)
-        return self
+    def fine_tuned_backbones(self) -> list[nn.Module]:
+        return [self.sketch_net.backbone, self.photo_net.backbone]
 
     # -- embeddings ----------------------------------------------------------------------
     def encode_query(self, batch: dict) -> Tensor:
@@ -446,13 +435,7 @@ class Doodle2Search(SBIRMethod):
 
     def configure_optimizers(self):
         hp = self.hparams
-        backbones = [p for n in (self.sketch_net, self.photo_net) for p in n.backbone.parameters()]
-        backbones = [p for p in backbones if p.requires_grad]
-        ids = {id(p) for n in (self.sketch_net, self.photo_net) for p in n.backbone.parameters()}
-        heads = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        groups = [{"params": heads, "lr": hp.lr * hp.head_lr_mult}]
-        if backbones:
-            groups.append({"params": backbones, "lr": hp.lr})
+        groups = self.parameter_groups(head_lr=hp.lr * hp.head_lr_mult, backbone_lr=hp.lr)
         return torch.optim.SGD(
             groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=True
         )

@@ -51,7 +51,7 @@ from zsbench.clip import (
     load_clip,
 )
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, SBIRMethod
+from zsbench.methods.base import ImageMethod, MethodMetadata
 
 SKETCH, PHOTO = 0, 1
 
@@ -203,7 +203,7 @@ def _clones(module: nn.Module, n: int) -> nn.ModuleList:
 NORMALIZATIONS = ("imagenet", "clip")
 
 
-class Drcpl(SBIRMethod):
+class Drcpl(ImageMethod):
     """Frozen CLIP with learned, residual, text-to-vision coupled deep prompts."""
 
     metadata = MethodMetadata(
@@ -363,11 +363,8 @@ class Drcpl(SBIRMethod):
         return ctx, tokens[:, :1], tokens[:, 1 + hp.n_ctx :], eos
 
     # -- modes ----------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        """CLIP is frozen: it stays in eval mode whatever Lightning asks."""
-        super().train(mode)
-        self.clip.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.clip]  # frozen: only the prompts train
 
     # -- encoders -------------------------------------------------------------------------
     def text_features(self, prompts: Prompts) -> Tensor:

@@ -45,13 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsbench.backbones import (
-    create_backbone,
-    keep_frozen_batchnorm_in_eval,
-    set_trainable_stages,
-)
+from zsbench.backbones import create_backbone
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, SBIRMethod
+from zsbench.methods.base import ImageMethod, MethodMetadata
 
 SKETCH, PHOTO = 0, 1
 
@@ -155,7 +151,7 @@ def embedding_induced_loss(
 # ---------------------------------------------------------------------------------------------
 
 
-class Rpkd(SBIRMethod):
+class Rpkd(ImageMethod):
     """Student fine-tuned on seen classes, distilled from a frozen ImageNet teacher."""
 
     metadata = MethodMetadata(
@@ -242,15 +238,11 @@ class Rpkd(SBIRMethod):
             raise ZsbenchError(f"rpkd: relations must be 'batch' or 'domain', got {relations!r}.")
         if centres not in ("photo", "domain"):
             raise ZsbenchError(f"rpkd: centres must be 'photo' or 'domain', got {centres!r}.")
-        self.student, self.backbone_info = create_backbone(backbone, weights)
-        set_trainable_stages(self.student, trainable_stages)
-        teacher, self.teacher_info = create_backbone(
-            teacher_backbone or backbone, teacher_weights or weights
+        self.student, self.backbone_info = create_backbone(backbone, weights, trainable_stages)
+        # frozen and in eval mode whatever Lightning asks (frozen_modules)
+        self.teacher, self.teacher_info = create_backbone(
+            teacher_backbone or backbone, teacher_weights or weights, trainable_stages=0
         )
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        # kept out of `children()`-based train()/eval() switching: see `train` below
-        self.teacher = teacher.eval()
         d_s, d_t = self.backbone_info.feature_dim, self.teacher_info.feature_dim
         self.projection = nn.Linear(d_s, embedding_dim)
         self.classifier = nn.Linear(embedding_dim, num_classes)
@@ -289,12 +281,11 @@ class Rpkd(SBIRMethod):
         return n
 
     # -- modes ---------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        """The teacher stays in eval mode (frozen BatchNorm statistics) whatever Lightning asks."""
-        super().train(mode)
-        self.teacher.eval()
-        keep_frozen_batchnorm_in_eval(self.student)  # frozen stages: no running-stat updates
-        return self
+    def fine_tuned_backbones(self) -> list[nn.Module]:
+        return [self.student]
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.teacher]  # its BatchNorm statistics stay the ImageNet ones
 
     # -- embeddings ----------------------------------------------------------------------
     def student_forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -448,12 +439,7 @@ class Rpkd(SBIRMethod):
 
     def configure_optimizers(self):
         hp = self.hparams
-        backbone = [p for p in self.student.parameters() if p.requires_grad]
-        heads = [*self.projection.parameters(), *self.classifier.parameters()]
-        heads += list(self.to_teacher.parameters())
-        groups = [{"params": heads, "lr": hp.lr * hp.head_lr_mult}]
-        if backbone:
-            groups.append({"params": backbone, "lr": hp.lr})
+        groups = self.parameter_groups(head_lr=hp.lr * hp.head_lr_mult, backbone_lr=hp.lr)
         opt = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
         # SAKE: lr * 0.001 ** (epoch / epochs), stepped per epoch

@@ -165,12 +165,10 @@ class RtdMethod(PseudoWordMethod):
     def query_text_model(self) -> nn.Module:
         return self.query_text
 
-    def train(self, mode: bool = True):
+    def frozen_modules(self) -> list[nn.Module]:
         """The base (frozen CLIP and, in stage 2, phi) stays in eval mode: no phi dropout."""
-        super().train(mode)
-        if hasattr(self, "base"):
-            self.base.eval()
-        return self
+        base = getattr(self, "base", None)
+        return [*super().frozen_modules(), *([base] if base is not None else [])]
 
     def prepare_from_datamodule(self, dm) -> None:
         """Stage 1: train the base's phi on the base's own training data (unless loaded)."""

@@ -146,11 +146,15 @@ class SketchConditionedGenerator(FeatureMethod):
             torch.manual_seed(seed)
             yield
 
-    def embed(self, loader, side: str):
-        # test-time z from a fixed seed: a saved model scored again (--eval-only) gives the
-        # same number as the run that trained it, whatever randomness training used
-        with self.fixed_latents(0):
-            return super().embed(loader, side)
+    # test-time z from a fixed seed for each Trainer.predict call (one embedding pass): a
+    # saved model scored again (--eval-only) gives the same number as the run that trained it,
+    # whatever randomness training used, and the draws never advance the global RNG
+    def on_predict_start(self) -> None:
+        self._predict_rng = contextlib.ExitStack()
+        self._predict_rng.enter_context(self.fixed_latents(0))
+
+    def on_predict_end(self) -> None:
+        self._predict_rng.close()
 
     # seen-class validation: val/mAP of generated (val sketch) vs real (val photo) features
     def validation_step(self, batch: dict, batch_idx: int) -> None:

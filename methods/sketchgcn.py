@@ -30,13 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsbench.backbones import (
-    create_backbone,
-    keep_frozen_batchnorm_in_eval,
-    set_trainable_stages,
-)
+from zsbench.backbones import create_backbone
 from zsbench.errors import ZsbenchError
-from zsbench.methods.base import MethodMetadata, SBIRMethod, stack_class_embeddings
+from zsbench.methods.base import ImageMethod, MethodMetadata, stack_class_embeddings
 from zsbench.methods.blocks import kl_standard_normal
 
 # -- building blocks -------------------------------------------------------------------------
@@ -121,7 +117,7 @@ def _semantic_matrix(class_embeddings: dict, num_classes: int) -> Tensor:
 # -- the method ------------------------------------------------------------------------------
 
 
-class SketchGCN(SBIRMethod):
+class SketchGCN(ImageMethod):
     """Sketch/photo encoders + semantic GCN (classification) + semantic CVAE, on pairs."""
 
     metadata = MethodMetadata(
@@ -207,12 +203,12 @@ class SketchGCN(SBIRMethod):
         self.register_buffer("semantics", sem)
         self.register_buffer("class_adjacency", semantic_adjacency(sem, t))
 
-        self.sketch_net, self.backbone_info = create_backbone(backbone, weights)
+        self.sketch_net, self.backbone_info = create_backbone(backbone, weights, trainable_stages)
         self.photo_net = (
-            self.sketch_net if shared_backbone else create_backbone(backbone, weights)[0]
+            self.sketch_net
+            if shared_backbone
+            else create_backbone(backbone, weights, trainable_stages)[0]
         )
-        for net in {id(n): n for n in (self.sketch_net, self.photo_net)}.values():
-            set_trainable_stages(net, trainable_stages)
         feat = self.backbone_info.feature_dim
         # BatchNorm removes the component all backbone features share, which otherwise leaves
         # every normalised embedding nearly equal at the start (the GCN loss then stalls)
@@ -241,13 +237,8 @@ class SketchGCN(SBIRMethod):
     def encode_gallery(self, batch: dict) -> Tensor:
         return self.encode_photo(batch["image"])
 
-    def train(self, mode: bool = True):
-        """Frozen backbone stages keep their ImageNet BatchNorm statistics (eval mode)."""
-        super().train(mode)
-        if mode:
-            for net in (self.sketch_net, self.photo_net):
-                keep_frozen_batchnorm_in_eval(net)
-        return self
+    def fine_tuned_backbones(self) -> list[nn.Module]:
+        return list({id(n): n for n in (self.sketch_net, self.photo_net)}.values())
 
     # -- semantic preserving network
     def class_logits(self, f: Tensor, labels: Tensor) -> Tensor:
@@ -309,11 +300,6 @@ class SketchGCN(SBIRMethod):
         return out["loss"]
 
     def configure_optimizers(self):
-        backbone = {id(p) for n in (self.sketch_net, self.photo_net) for p in n.parameters()}
-        bb = [p for n in (self.sketch_net, self.photo_net) for p in n.parameters()]
-        bb = list({id(p): p for p in bb if p.requires_grad}.values())
-        heads = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone]
-        groups = [{"params": heads, "lr": self.hparams.lr}]
-        if bb:
-            groups.append({"params": bb, "lr": self.hparams.backbone_lr})
-        return torch.optim.Adam(groups, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        groups = self.parameter_groups(head_lr=hp.lr, backbone_lr=hp.backbone_lr)
+        return torch.optim.Adam(groups, weight_decay=hp.weight_decay)

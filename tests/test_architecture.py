@@ -121,7 +121,13 @@ def test_method_bases_own_the_scaffolding():
     the seen-class validation hooks (SBIRMethod): no method re-types the same code."""
     import inspect
 
-    from zsbench.methods.base import CIRMethod, FeatureMethod, FeatureSpaceMethod, SBIRMethod
+    from zsbench.methods.base import (
+        CIRMethod,
+        FeatureMethod,
+        FeatureSpaceMethod,
+        ImageMethod,
+        SBIRMethod,
+    )
     from zsbench.registry import METHODS
 
     for name in METHODS.names():
@@ -130,8 +136,17 @@ def test_method_bases_own_the_scaffolding():
         assert issubclass(cls, SBIRMethod if task == "sbir" else CIRMethod), name
         if inputs == "features":
             assert issubclass(cls, FeatureMethod), f"{name}: a features method subclasses it"
+        if task == "sbir" and inputs == "images" and cls.metadata.trains:
+            assert issubclass(cls, ImageMethod), f"{name}: an image-trained method subclasses it"
         for klass in cls.__mro__:
-            if klass.__module__ == "zsbench.methods.base" or "__init__" not in vars(klass):
+            module = klass.__module__
+            if not module.startswith("zsbench.methods.") or module == "zsbench.methods.base":
+                continue  # the bases, Lightning's and torch's classes
+            # modes and embedding are the bases': a method lists its frozen modules and
+            # backbones, and embeds one batch (predict_step), never a loop of its own
+            for hook in ("train", "embed"):
+                assert hook not in vars(klass), f"{klass.__name__}.{hook} is the base's"
+            if "__init__" not in vars(klass):
                 continue
             own = inspect.signature(vars(klass)["__init__"]).parameters
             if issubclass(klass, FeatureMethod):
@@ -153,6 +168,17 @@ def test_method_bases_own_the_scaffolding():
                 assert [ln for ln in body if ln] != ["self.log_validation_map()"], (
                     f"{klass.__name__}.on_validation_epoch_end is SBIRMethod's default"
                 )
+
+
+def test_image_methods_share_the_backbone_scaffolding():
+    """No method file freezes stages, BatchNorms or builds optimizer groups by hand: the
+    calls are ImageMethod's (methods/base.py) and create_backbone's."""
+    for path in sorted((ROOT / "methods").glob("*.py")):
+        if path.name == "base.py":
+            continue
+        text = path.read_text()
+        for name in ("set_trainable_stages", "keep_frozen_batchnorm_in_eval"):
+            assert name not in text, f"{path.name} calls {name}"
 
 
 def test_one_run_lifecycle():

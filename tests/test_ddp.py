@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from zsbench.datamodules.base import Item, SBIRDataModule
+from zsbench.methods.base import RetrievalMethod
 from zsbench.runner import embed_partition
 from zsbench.runner.common import _planned_world_size
 from zsbench.splits import split_from_unseen
@@ -45,7 +46,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 
 class _FeatureData(SBIRDataModule):
-    """Five classes (two unseen), fake paths, random features: no files are read."""
+    """Five classes (three unseen: 21 queries, an uneven share per rank), fake paths, random
+    features: no files are read."""
 
     def scan(self) -> list[Item]:
         return [
@@ -54,7 +56,7 @@ class _FeatureData(SBIRDataModule):
         ]  # fmt: skip
 
     def make_split(self, classes):
-        return split_from_unseen("fake", classes, ["c3", "c4"])
+        return split_from_unseen("fake", classes, ["c2", "c3", "c4"])
 
 
 def feature_datamodule() -> _FeatureData:
@@ -65,37 +67,48 @@ def feature_datamodule() -> _FeatureData:
     return dm
 
 
-class _Embedder:
+class _Rows(RetrievalMethod):
     """Stands in for a method: its embedding is the item's feature row."""
 
-    device = torch.device("cpu")
+    seen = 0  # rows this process embedded itself
 
-    def embed(self, loader, side):
-        rows = [(b["feature"], b["label"]) for b in loader]
-        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+    def encode_query(self, batch):
+        self.seen += len(batch["feature"])
+        return batch["feature"]
+
+    encode_gallery = encode_query
 
 
 def _gather_worker(rank: int, world: int, port: int, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # what Lightning's launcher (or torchrun) gives each process, so no process is relaunched
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK="0",
+                      LOCAL_RANK=str(rank), RANK=str(rank), WORLD_SIZE=str(world))  # fmt: skip
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         dm = feature_datamodule()
-        z, y = embed_partition(_Embedder(), dm, "query", "query")
-        out[rank] = (z.clone(), y.clone())
+        tcfg = {"accelerator": "cpu", "devices": world, "num_nodes": 1, "strategy": "ddp"}
+        model = _Rows()
+        z, y = embed_partition(model, dm, "query", "query", tcfg)
+        out[rank] = (z.clone(), y.clone(), model.seen)
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_gathered_embeddings_equal_single_process_order():
+    """Trainer.predict under DDP: each rank embeds its uneven share (11 / 10 queries) and every
+    rank gets the whole partition back in partition order, equal to one process's."""
     dm = feature_datamodule()
-    single = embed_partition(_Embedder(), dm, "query", "query")
+    single = embed_partition(_Rows(), dm, "query", "query")
+    rows = torch.as_tensor(dm.features[dm.partitions["query"]])
+    assert len(single[0]) == 21 and torch.equal(single[0], rows)
     manager = mp.Manager()
     out = manager.dict()
     port = 29500 + os.getpid() % 1000
     mp.spawn(_gather_worker, args=(2, port, out), nprocs=2, join=True)
+    assert sorted(out[rank][2] for rank in (0, 1)) == [10, 11]  # each rank only its share
     for rank in (0, 1):
-        z, y = out[rank]
+        z, y, _ = out[rank]
         assert torch.equal(z, single[0]) and torch.equal(y, single[1])
 
 

@@ -13,7 +13,7 @@ from conftest import one_result
 from zsbench.backbones import create_backbone, set_trainable_stages
 from zsbench.datamodules.base import PHOTO, SKETCH, TripletDataset
 from zsbench.datamodules.synthetic import SyntheticSketchy
-from zsbench.methods.base import MethodMetadata, RetrievalMethod
+from zsbench.methods.base import ImageMethod, MethodMetadata, RetrievalMethod
 from zsbench.registry import METHODS
 
 
@@ -107,3 +107,40 @@ def test_images_method_through_the_runner(tmp_path, tiny, monkeypatch):
     rec = json.loads(one_result(tmp_path, "tiny-images").read_text())
     assert rec["backbone"]["name"] == "resnet10t" and rec["backbone"]["weights"] == "random"
     assert "features_s" not in rec["timings"]  # no feature extraction for images methods
+
+
+class _TwoTowers(ImageMethod):
+    """A shared backbone with its last stage trained, a frozen teacher and a head."""
+
+    def __init__(self, trainable_stages: int | None = 2) -> None:
+        super().__init__()
+        self.net, _ = create_backbone("resnet10t", "random", trainable_stages)
+        self.photo_net = self.net  # shared: its parameters are counted once
+        self.teacher, _ = create_backbone("resnet10t", "random", trainable_stages=0)
+        self.head = torch.nn.Linear(512, 4)
+
+    def fine_tuned_backbones(self):
+        return list({id(n): n for n in (self.net, self.photo_net)}.values())
+
+    def frozen_modules(self):
+        return [self.teacher]
+
+
+def test_image_method_owns_modes_and_optimizer_groups():
+    m = _TwoTowers()
+    heads, backbone = m.parameter_groups(head_lr=1.0, backbone_lr=0.1)
+    trained = [p for p in m.net.parameters() if p.requires_grad]
+    assert 0 < len(trained) < len(list(m.net.parameters()))
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in trained}
+    assert len(backbone["params"]) == len(trained) and backbone["lr"] == 0.1
+    assert {id(p) for p in heads["params"]} == {id(p) for p in m.head.parameters()}
+    assert heads["lr"] == 1.0
+    m.train()
+    assert m.head.training and m.net.training and not m.teacher.training
+    bns = [b for b in m.net.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    frozen = [b for b in bns if not any(p.requires_grad for p in b.parameters())]
+    assert frozen and all(not b.training for b in frozen)
+    assert all(b.training for b in bns if b not in frozen)
+    assert not any(mod.training for mod in m.eval().modules())
+    # nothing of the backbone trains: no backbone group at all
+    assert len(_TwoTowers(trainable_stages=0).parameter_groups(1.0, 0.1)) == 1

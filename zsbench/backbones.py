@@ -181,8 +181,12 @@ def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> Non
     )
 
 
-def create_backbone(name: str = "efficientnet_lite0", weights: str = "default"):
-    """A timm feature extractor (classifier removed) and the `BackboneInfo` to record."""
+def create_backbone(
+    name: str = "efficientnet_lite0", weights: str = "default", trainable_stages: int | None = None
+):
+    """A timm feature extractor (classifier removed, eval mode) and the `BackboneInfo` to
+    record; only its last `trainable_stages` parameter groups trainable (None: all,
+    set_trainable_stages)."""
     if name not in timm.list_models():
         from zsbench.errors import unknown_name
 
@@ -196,6 +200,7 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default"):
         _load_into(model, _load_state_dict(path), path)
     model.reset_classifier(0)
     model.eval()
+    set_trainable_stages(model, trainable_stages)
     if name in EMBEDDED:
         _, pretrained_on, mean, std = EMBEDDED[name]
     elif record is not None:

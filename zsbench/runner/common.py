@@ -308,6 +308,15 @@ def _planned_world_size(tcfg: dict) -> int:
     return int(n) * int(tcfg["num_nodes"]) if isinstance(n, int) and n > 0 else 1
 
 
+def predict_trainer_args(tcfg: dict | None) -> dict | None:
+    """The Trainer arguments that embed on every rank of the run's process group (None when
+    there is none: one process on the model's device, zsbench.embedding)."""
+    if tcfg is None or _distributed()[1] == 1:
+        return None
+    keys = ("accelerator", "devices", "num_nodes", "strategy")
+    return {k: tcfg[k] for k in keys if k in tcfg}
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size) of the initialised process group, (0, 1) without one."""
     import torch.distributed as dist

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
 import torch
 
 from zsbench.chance import chance_metrics
@@ -29,6 +28,7 @@ from zsbench.runner.common import (
     _prepare_run,
     _seeded_model,
     fit_method,
+    predict_trainer_args,
     wandb_requested,
 )
 from zsbench.significance import per_query_path, query_order_hash, write_per_query
@@ -73,26 +73,14 @@ def train_loader(dm, model, model_cfg: dict):
     )
 
 
-def embed_partition(model, dm, part: str, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings and labels of partition `part` ('query' or 'gallery'), in partition order.
-
-    Under DDP every rank embeds every world-th item and the pieces are gathered on all ranks
-    (no padding or duplicates, unlike a DistributedSampler), so rank 0 scores the whole set.
-    """
-    rank, world = _distributed()
-    indices = dm.partitions[part]
-    if world == 1:
-        loader = dm.query_dataloader() if part == "query" else dm.gallery_dataloader()
-        return model.embed(loader, side)
-    import torch.distributed as dist
-
-    mine = np.arange(len(indices))[rank::world]
-    z, y = model.embed(dm.subset_dataloader(indices[mine]), side)
-    pieces: list = [None] * world
-    dist.all_gather_object(pieces, (mine, z, y))
-    order = np.concatenate([p[0] for p in pieces])
-    inverse = torch.as_tensor(np.argsort(order, kind="stable"))
-    return torch.cat([p[1] for p in pieces])[inverse], torch.cat([p[2] for p in pieces])[inverse]
+def embed_partition(
+    model, dm, part: str, side: str, tcfg: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and labels of partition `part` ('query' or 'gallery'), in partition order,
+    by `Trainer.predict` (zsbench.embedding). Under DDP (`tcfg`: the run's trainer section)
+    every rank embeds its share and every rank receives the whole partition."""
+    loader = dm.query_dataloader() if part == "query" else dm.gallery_dataloader()
+    return model.embed(loader, side, predict_trainer_args(tcfg))
 
 
 def train_sbir(
@@ -151,8 +139,8 @@ def score_sbir(plan: RunPlan, run: TrainedRun, seed: int, t_start: float) -> Sco
     model, device, timings = run.model, run.device, run.timings
     model.to(device)
     t0 = time.perf_counter()
-    q, ql = embed_partition(model, dm, "query", "query")
-    g, gl = embed_partition(model, dm, "gallery", "gallery")
+    q, ql = embed_partition(model, dm, "query", "query", cfg["trainer"])
+    g, gl = embed_partition(model, dm, "gallery", "gallery", cfg["trainer"])
     timings["encode_s"] = time.perf_counter() - t0
     rank, world = _distributed()
     if rank != 0:
