@@ -274,3 +274,29 @@ def test_evaluate_reuses_freed_memory_instead_of_faulting_it_again():
         faults[mode] = int(out.stdout.split()[-1])
     assert faults["default"] >= 32, faults  # at least one per 2 MiB huge page
     assert faults["reuse"] < 8, faults
+
+
+def test_provenance_names_a_plugin_checkout_other_than_the_cores(tmp_path, monkeypatch):
+    """A core on PYTHONPATH in a second checkout still runs the editable install's methods:
+    the result then records both trees, not only the core's commit."""
+    import subprocess
+
+    import zsbench.methods
+    from zsbench.provenance import git_state, plugin_git_states, provenance
+
+    assert plugin_git_states() == {}  # one tree: nothing more recorded
+    assert "plugins_git" not in provenance(torch.device("cpu"))
+    other = tmp_path / "other"
+    (other / "methods").mkdir(parents=True)
+    (other / "methods" / "x.py").write_text("X = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run([*git, *args], cwd=other, check=True)
+    monkeypatch.setattr(zsbench.methods, "__path__", [str(other / "methods")])
+    states = plugin_git_states()
+    assert list(states) == ["zsbench.methods"]
+    assert states["zsbench.methods"]["path"] == str((other / "methods").resolve())
+    assert states["zsbench.methods"]["commit"] == git_state(other)["commit"] is not None
+    assert states["zsbench.methods"]["dirty"] is False
+    (other / "methods" / "x.py").write_text("X = 2\n")
+    assert provenance(torch.device("cpu"))["plugins_git"]["zsbench.methods"]["dirty"] is True

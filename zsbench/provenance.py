@@ -34,6 +34,33 @@ def git_state(repo: Path | None = None) -> dict:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+def _toplevel(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=folder,
+                             capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+PLUGIN_PACKAGES = ("zsbench.methods", "zsbench.datamodules")
+
+
+def plugin_git_states() -> dict:
+    """The checkout each plug-in package (methods, datamodules) comes from, where it is not the
+    core's: an editable install maps `zsbench.methods` to its own checkout, so a core found on
+    PYTHONPATH in a second checkout runs with the first one's methods. {} when all is one tree."""
+    import importlib
+
+    core = _toplevel(Path(zsbench.__file__).resolve().parent)
+    out = {}
+    for name in PLUGIN_PACKAGES:
+        folder = Path(next(iter(importlib.import_module(name).__path__))).resolve()
+        if _toplevel(folder) != core:
+            out[name] = {"path": str(folder), **git_state(folder)}
+    return out
+
+
 def package_versions() -> dict[str, str | None]:
     out = {"zsbench": zsbench.__version__, "python": platform.python_version()}
     for name in PACKAGES:
@@ -72,8 +99,10 @@ def launch_info() -> dict:
 
 
 def provenance(device: torch.device) -> dict:
+    plugins = plugin_git_states()
     return {
         "git": git_state(),
+        **({"plugins_git": plugins} if plugins else {}),
         "packages": package_versions(),
         "device": device_info(device),
         **launch_info(),
