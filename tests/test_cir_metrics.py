@@ -374,9 +374,9 @@ def test_cir_spec_definitions_word_for_word():
 def test_queries_without_anything_relevant_are_counted():
     _, labels = _labels_of_every_protocol()
     assert [lab.n_without_positive for lab in labels.values()] == [0, 0, 0]
-    t = torch.tensor([3, -1, -1])
+    t = torch.tensor([0, -1, -1])  # gallery index 0 is a target like any other
     assert CIRLabels("fashioniq", t, torch.full_like(t, -1)).n_without_positive == 2
-    gt = torch.tensor([[1, -1], [-1, -1], [2, 4]])
+    gt = torch.tensor([[0, -1], [-1, -1], [2, 4]])
     assert CIRLabels("circo", gt[:, 0], torch.full((3,), -1), gt=gt).n_without_positive == 1
 
 
