@@ -94,14 +94,20 @@ def default_table(rows: pd.DataFrame) -> list[str]:
         out.append(f"| | random ranking (expected) | | {chance.iloc[0]:.3f} | | | |")
     for config, label in BACKBONES.items():
         for _, r in d[d["config"] == config].iterrows():
-            vs = "" if pd.isna(r["vs frozen"]) else f"{r['vs frozen']:+.3f}"
-            vc = "" if pd.isna(r.get("vs centred")) else f"{r['vs centred']:+.3f}"
-            out.append(
-                f"| {label} | {r['method']} | {int(r['n_seeds'])} | "
-                f"{cell(r['mAP@all'], r['mAP@all std'])} | {cell(r['P@100'], r['P@100 std'])} "
-                f"| {vs} | {vc} |"
-            )
+            out.append(default_row(label, r["method"], r))
     return out
+
+
+def default_row(first: str, second: str, r: pd.Series) -> str:
+    """A default-spec table row: two label cells, then seeds, mAP@all, P@100, vs frozen and vs
+    centred of leaderboard row `r`."""
+    vs = "" if pd.isna(r["vs frozen"]) else f"{r['vs frozen']:+.3f}"
+    vc = "" if pd.isna(r.get("vs centred")) else f"{r['vs centred']:+.3f}"
+    return (
+        f"| {first} | {second} | {int(r['n_seeds'])} | "
+        f"{cell(r['mAP@all'], r['mAP@all std'])} | {cell(r['P@100'], r['P@100 std'])} "
+        f"| {vs} | {vc} |"
+    )
 
 
 def paper_spec_table(rows: pd.DataFrame, only: str | None = None) -> list[str]:
@@ -272,13 +278,7 @@ def method_block(name: str, records: list[dict], begin: str, end: str) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for _, r in mine[mine["spec"] == "default"].iterrows():
-        vs = "" if pd.isna(r["vs frozen"]) else f"{r['vs frozen']:+.3f}"
-        vc = "" if pd.isna(r.get("vs centred")) else f"{r['vs centred']:+.3f}"
-        lines.append(
-            f"| {r['backbone']} | default | {int(r['n_seeds'])} | "
-            f"{cell(r['mAP@all'], r['mAP@all std'])} | {cell(r['P@100'], r['P@100 std'])} "
-            f"| {vs} | {vc} |"
-        )
+        lines.append(default_row(r["backbone"], "default", r))
     if spec != "default":
         lines += ["", f"Under its paper's evaluator (`{spec}` spec):", ""]
         paper = paper_spec_table(rows, only=name)

@@ -10,12 +10,12 @@ that compute the numbers are in :mod:`zsbench.metrics.cir`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from zsbench.errors import unknown_name
 from zsbench.metrics import ranking
 from zsbench.metrics.cir import CIRCO_KS, CIRR_KS, CIRR_SUBSET_KS, FASHIONIQ_KS
-from zsbench.metrics.specs import _TIES_TEXT
+from zsbench.metrics.specs import spec_header, with_ties
 from zsbench.metrics_version import METRICS_VERSION
 
 _RANK = (
@@ -43,17 +43,11 @@ class CIRSpec:
         return [k for k, _ in self.metrics]
 
     def with_ties(self, ties: str | None) -> CIRSpec:
-        return self if ties is None or ties == self.ties else replace(self, ties=ties)
+        return with_ties(self, ties)
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name,
-            "description": self.description,
-            "source": self.source,
-            "version": self.version,
-            "ties": self.ties,
-            "ties_definition": _TIES_TEXT[self.ties],
-            "notes": list(self.notes),
+            **spec_header(self),
             "metrics": {key: {"definition": text} for key, text in self.metrics},
             "definition": "zsbench.metrics.cir (docs/cir.md)",
         }

@@ -148,19 +148,29 @@ class MetricSpec:
         return {m.key: out[m.key] for m in self.metrics}
 
     def with_ties(self, ties: str | None) -> MetricSpec:
-        return self if ties is None or ties == self.ties else replace(self, ties=ties)
+        return with_ties(self, ties)
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "source": self.source,
-            "version": self.version,
-            "ties": self.ties,
-            "ties_definition": _TIES_TEXT[self.ties],
-            "notes": list(self.notes),
-            "metrics": {m.key: m.to_dict() for m in self.metrics},
-        }
+        return {**spec_header(self), "metrics": {m.key: m.to_dict() for m in self.metrics}}
+
+
+def with_ties(spec, ties: str | None):
+    """`spec` (a MetricSpec or a CIRSpec) with the tie rule `ties`; itself when None or equal."""
+    return spec if ties is None or ties == spec.ties else replace(spec, ties=ties)
+
+
+def spec_header(spec) -> dict:
+    """What every recorded spec, SBIR or CIR, starts with: name, description, source, version,
+    the tie rule and its definition, and the notes."""
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "source": spec.source,
+        "version": spec.version,
+        "ties": spec.ties,
+        "ties_definition": _TIES_TEXT[spec.ties],
+        "notes": list(spec.notes),
+    }
 
 
 # ------------------------------------------------------------------------- shared definitions
