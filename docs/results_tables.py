@@ -258,7 +258,8 @@ def method_block(name: str, records: list[dict], begin: str, end: str) -> str:
     if mine.empty:
         lines += [
             f"No result of `{name}` on the `sketchy21` protocol is in "
-            "benchmarks/reference-results yet. Run its cells and collect them:",
+            'benchmarks/reference-results yet (docs/results.md, "Measured before the result '
+            'files were kept", has its earlier rows). Run its cells and collect them:',
             "",
             "```bash",
             "ZSBENCH_DATA=../shared/data zsbench sweep --config sweeps/reference.yaml "
