@@ -10,18 +10,15 @@ holds the whole set and rank 0 scores it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from zsbench.errors import ZsbenchError
-
-try:  # Lightning is a dependency of the runner; this module is imported only when embedding
-    from lightning.pytorch.callbacks import BasePredictionWriter
-except ImportError:  # pragma: no cover
-    BasePredictionWriter = object
 
 
 def _gather_rows(strategy, x: Tensor) -> Tensor:
@@ -72,15 +69,24 @@ class _Batches:
         return len(self.batches)
 
 
-def _quiet_predict_trainer() -> None:
-    """A predict Trainer per partition would print its device lines each time: once a run."""
+@contextlib.contextmanager
+def _quiet_predict_trainer():
+    """A predict Trainer per partition would print its device lines each time: Lightning's
+    info lines are off while it is built, and back for the rest of the run."""
     from zsbench.runner.common import quiet_lightning
 
     quiet_lightning()
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message="The `srun` command is available")
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero",
+                                              "lightning.pytorch.accelerators.cuda")]  # fmt: skip
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def device_trainer_args(device: torch.device) -> dict:
@@ -104,17 +110,17 @@ def predict_embeddings(
 
     if side not in ("query", "gallery"):
         raise ZsbenchError(f"side must be 'query' or 'gallery', got {side!r}.")
-    _quiet_predict_trainer()
     writer = _Gathered()
-    trainer = L.Trainer(
-        **(trainer_args or device_trainer_args(model.device)),
-        logger=False,
-        callbacks=[writer],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,  # torch.no_grad: the embeddings are ordinary tensors after
-    )
+    with _quiet_predict_trainer():
+        trainer = L.Trainer(
+            **(trainer_args or device_trainer_args(model.device)),
+            logger=False,
+            callbacks=[writer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            inference_mode=False,  # torch.no_grad: the embeddings are ordinary tensors after
+        )
     if isinstance(loader, (list, tuple)):  # batches given as a list: one loader, not many
         loader = _Batches(loader)
     model.predict_side = side

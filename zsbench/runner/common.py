@@ -176,13 +176,16 @@ class _DropAdverts(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """Drop two messages every run printed that say nothing about the run: Lightning's
-    litlogger advert and its `LeafSpec` deprecation warning (Lightning's own code calls the
-    deprecated torch API). Only these; every other warning stays."""
+    """Drop three messages every run printed that say nothing about the run: Lightning's
+    litlogger advert, its `LeafSpec` deprecation warning (Lightning's own code calls the
+    deprecated torch API) and its `srun` hint. Only these; every other warning stays."""
     log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropAdverts) for f in log.filters):
         log.addFilter(_DropAdverts())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Lightning hints at `srun` whenever Slurm is installed; inside a Slurm job it is not shown,
+    # and outside one the hint is noise (multi-node runs: README, "More than one machine")
+    warnings.filterwarnings("ignore", message="The `srun` command is available")
 
 
 # Trainer arguments whose None means "all of it" and whose explicit 1.0 only adds a line saying so
@@ -207,9 +210,6 @@ def _trainer(
     (zsbench.checkpoints); `resuming`: no sanity-check validation (it would draw from the
     RNGs the checkpoint restored)."""
     bar, callbacks = lightning_progress(progress)  # a bar on a TTY, whole lines in a log
-    # Lightning hints at `srun` whenever Slurm is installed; inside a Slurm job it is not shown,
-    # and outside one the hint is noise (multi-node runs: README, "More than one machine")
-    warnings.filterwarnings("ignore", message="The `srun` command is available")
     quiet_lightning()
     passed = {k: v for k, v in tcfg.items() if k not in RUNNER_ONLY_TRAINER_KEYS}
     for key in _FRACTION_KEYS:  # 1.0 is what Lightning does when unset, minus its info line
