@@ -22,6 +22,7 @@ CONFIG ?=
 LAUNCHER ?=
 SLURM ?=
 PYTEST_ARGS ?=
+GRID_TREE ?= /tmp/zsbench-grid-tree
 # Debian packages the suite uses, as "what must exist:package": WordNet 3.0 (the `wordnet` class
 # embeddings of SEM-PCYC), Chromium (the report's real-browser test), and a one-node Slurm with
 # its accounting database (tests/test_slurm.py; `make slurm-up`). auto: install what is missing
@@ -36,7 +37,7 @@ SYSTEM_NEEDS := $(WORDNET_NEEDS) chromium:chromium $(SLURM_NEEDS)
 NEEDS ?= $(SYSTEM_NEEDS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install weights system-packages slurm-up slurm-down bench sweep regress regress-update mutate leaderboard report test test-full lint format benchmark-evaluator clean
+.PHONY: help install weights system-packages slurm-up slurm-down bench sweep grid regress regress-update mutate leaderboard report test test-full lint format benchmark-evaluator clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -93,6 +94,12 @@ sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS (or CONFIG=sweeps/NAME.yaml) w
 	  $(call sweep_arg,DATASETS,--datasets) $(call sweep_arg,SEEDS,--seeds) $(call sweep_arg,JOBS,--jobs) \
 	  $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(SLURM),--slurm $(o)) $(if $(SHARD),--shard $(SHARD)) \
 	  --results-dir $(RESULTS) $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
+
+grid: $(STAMP) ## `make sweep` from a clean clone of HEAD (GRID_TREE), so every result names one commit; RESULTS is kept here
+	@[ -z "$$(git status --porcelain --untracked-files=no)" ] || echo "make grid: uncommitted changes are not in the grid; it runs HEAD $$(git rev-parse --short HEAD)" >&2
+	rm -rf $(GRID_TREE) && git clone --quiet . $(GRID_TREE)
+	cd $(GRID_TREE) && PYTHONPATH=$(CURDIR)/benchmarks/clean_tree ZSBENCH_TREE=$(GRID_TREE) \
+	  $(MAKE) --no-print-directory sweep VENV=$(abspath $(VENV)) RESULTS=$(abspath $(RESULTS)) STAMP=$(abspath $(STAMP))
 
 slurm-up: $(STAMP) ## start a one-node Slurm on this machine (then: export SLURM_CONF=/var/spool/zsbench-slurm/slurm.conf)
 	@$(MAKE) --no-print-directory system-packages NEEDS="$(SLURM_NEEDS)"
