@@ -89,17 +89,21 @@ bench: $(STAMP) ## run the BASELINES then METHOD on DATASET (default: frozen, fr
 # with CONFIG, a sweep variable overrides the sweep file only when given (command line, env)
 sweep_arg = $(if $(and $(CONFIG),$(filter default file,$(origin $(1)))),,$(2) $($(1)))
 
-sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS (or CONFIG=sweeps/NAME.yaml) with JOBS local workers or LAUNCHER=slurm; resumable
-	$(VENV)/bin/zsbench sweep $(if $(CONFIG),--config $(CONFIG)) $(call sweep_arg,METHODS,--methods) \
-	  $(call sweep_arg,DATASETS,--datasets) $(call sweep_arg,SEEDS,--seeds) $(call sweep_arg,JOBS,--jobs) \
-	  $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(SLURM),--slurm $(o)) $(if $(SHARD),--shard $(SHARD)) \
-	  --results-dir $(RESULTS) $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
+sweep_args = $(if $(CONFIG),--config $(CONFIG)) $(call sweep_arg,METHODS,--methods) \
+  $(call sweep_arg,DATASETS,--datasets) $(call sweep_arg,SEEDS,--seeds) $(call sweep_arg,JOBS,--jobs) \
+  $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(SLURM),--slurm $(o)) $(if $(SHARD),--shard $(SHARD)) \
+  $(foreach o,$(OVERRIDES),--set $(o)) $(BENCH_ARGS)
 
-grid: $(STAMP) ## `make sweep` from a clean clone of HEAD (GRID_TREE), so every result names one commit; RESULTS is kept here
+sweep: $(STAMP) ## run METHODS x DATASETS x SEEDS (or CONFIG=sweeps/NAME.yaml) with JOBS local workers or LAUNCHER=slurm; resumable
+	$(VENV)/bin/zsbench sweep $(sweep_args) --results-dir $(RESULTS)
+
+grid: $(STAMP) ## `make sweep` (same variables) from a clean clone of HEAD in GRID_TREE, so every result names one commit
 	@[ -z "$$(git status --porcelain --untracked-files=no)" ] || echo "make grid: uncommitted changes are not in the grid; it runs HEAD $$(git rev-parse --short HEAD)" >&2
-	rm -rf $(GRID_TREE) && git clone --quiet . $(GRID_TREE)
+	@if [ "$$(git -C $(GRID_TREE) rev-parse HEAD 2>/dev/null)" != "$$(git rev-parse HEAD)" ] || \
+	  [ -n "$$(git -C $(GRID_TREE) status --porcelain 2>/dev/null)" ]; then \
+	  echo "make grid: cloning HEAD into $(GRID_TREE)"; rm -rf $(GRID_TREE) && git clone --quiet . $(GRID_TREE); fi
 	cd $(GRID_TREE) && PYTHONPATH=$(CURDIR)/benchmarks/clean_tree ZSBENCH_TREE=$(GRID_TREE) \
-	  $(MAKE) --no-print-directory sweep VENV=$(abspath $(VENV)) RESULTS=$(abspath $(RESULTS)) STAMP=$(abspath $(STAMP))
+	  $(abspath $(VENV))/bin/zsbench sweep $(sweep_args) --results-dir $(abspath $(RESULTS))
 
 slurm-up: $(STAMP) ## start a one-node Slurm on this machine (then: export SLURM_CONF=/var/spool/zsbench-slurm/slurm.conf)
 	@$(MAKE) --no-print-directory system-packages NEEDS="$(SLURM_NEEDS)"
