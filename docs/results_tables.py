@@ -208,6 +208,11 @@ def times_table(records: list[dict]) -> list[str]:
     total = sum(sum(v) for v in per.values())
     n_cells = sum(len(v) for v in per.values())
     out.append(f"| all | {n_cells} | | {total:.0f} ({total / 3600:.1f} h) |")
+    out += [
+        "",
+        f"On 2 cores with 2 workers of one thread each (the sweep files' launcher) the "
+        f"whole grid takes about half that sum: {total / 7200:.1f} h of wall time.",
+    ]
     return out
 
 
@@ -258,12 +263,11 @@ def method_block(name: str, records: list[dict], begin: str, end: str) -> str:
     if mine.empty:
         lines += [
             f"No result of `{name}` on the `sketchy21` protocol is in "
-            'benchmarks/reference-results yet (docs/results.md, "Measured before the result '
-            'files were kept", has its earlier rows). Run its cells and collect them:',
+            "benchmarks/reference-results yet. Run its cells and collect them:",
             "",
             "```bash",
-            "ZSBENCH_DATA=../shared/data zsbench sweep --config sweeps/reference.yaml "
-            f"--datasets sketchy-mini --methods {name}",
+            "ZSBENCH_DATA=../shared/data make grid CONFIG=sweeps/reference.yaml "
+            f"DATASETS=sketchy-mini METHODS={name} JOBS=2",
             "python docs/results_tables.py --collect results && python docs/method_pages.py",
             "```",
             end,
