@@ -80,7 +80,8 @@ def grid(board: pd.DataFrame) -> pd.DataFrame:
     rows = board[(board["dataset"] == DATASET) & board["config"].isin(BACKBONES)].copy()
     rows["backbone"] = rows["config"].map(BACKBONES)
     rows["_order"] = rows["method"].map(lambda m: ORDER.index(m) if m in ORDER else len(ORDER))
-    return rows.sort_values(["_order"])
+    rows["_backbone"] = rows["config"].map(list(BACKBONES).index)  # a stable order of rows
+    return rows.sort_values(["_order", "_backbone", "spec"], kind="stable")
 
 
 def default_table(rows: pd.DataFrame) -> list[str]:
